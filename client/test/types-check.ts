@@ -1,0 +1,15 @@
+// Compile-only check of latchkey.d.ts (npm run typecheck); not run by node --test.
+import { createClient, secureFetch, type Client, type ClientOptions } from '../latchkey.js';
+
+const options: ClientOptions = {
+  refreshUrl: '/api/v1/auth/refresh',
+  loginUrl: '/login',
+  onAuthFail: () => {},
+  refreshTimeoutMs: 10_000,
+  fetch: (input, init) => fetch(input, init),
+};
+const client: Client = createClient(options);
+const a: Promise<Response> = client.secureFetch('/api/v1/me');
+const b: Promise<Response> = secureFetch(new URL('http://localhost/api/v1/me'), { method: 'POST', body: '{}' }, () => {});
+const c: Promise<Response> = secureFetch(new Request('http://localhost/'));
+void [a, b, c, createClient()];

@@ -1,0 +1,226 @@
+// Account page (/account): profile, sessions, sign out. Served at /static/account.js.
+// Every API call goes through secureFetch with the default onAuthFail (alert, then /login?next=/account).
+import { secureFetch } from '/client/latchkey.js';
+
+// Never show private data from the back/forward cache (e.g. after signing out): reload instead.
+addEventListener('pageshow', (event) => {
+  if (event.persisted) location.reload();
+});
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const main = $('main');
+const errorBox = $('error');
+const statusBox = $('status');
+const tbody = /** @type {HTMLTableSectionElement} */ ($('sessions').querySelector('tbody'));
+
+/** @param {string} text */
+const showError = (text) => {
+  statusBox.textContent = '';
+  errorBox.textContent = text;
+};
+/** @param {string} text */
+const showStatus = (text) => {
+  errorBox.textContent = '';
+  statusBox.textContent = text;
+};
+
+const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
+
+/**
+ * A <time> element for an RFC 3339 string (or Unix seconds), shown in the user's locale.
+ * @param {unknown} value
+ */
+function timeElement(value) {
+  const el = document.createElement('time');
+  const date = typeof value === 'number' ? new Date(value < 1e12 ? value * 1000 : value) : new Date(String(value));
+  if (value == null || Number.isNaN(date.getTime())) {
+    el.textContent = value == null ? '—' : String(value);
+    return el;
+  }
+  el.dateTime = date.toISOString();
+  el.textContent = dateFormat.format(date);
+  return el;
+}
+
+/**
+ * "Firefox on Linux" from a User-Agent header.
+ * @param {string | null | undefined} ua
+ */
+function describeAgent(ua) {
+  if (!ua) return 'Unknown device';
+  const browser =
+    (/\bEdg(e|A|iOS)?\//.test(ua) && 'Edge') ||
+    (/\bOPR\//.test(ua) && 'Opera') ||
+    (/\b(Firefox|FxiOS)\//.test(ua) && 'Firefox') ||
+    (/(Chrome|Chromium|CriOS)\//.test(ua) && 'Chrome') ||
+    (/\bVersion\/[\d.]+.*Safari\//.test(ua) && 'Safari') ||
+    (/^curl\//i.test(ua) && 'curl') ||
+    null;
+  const os =
+    (/Windows/.test(ua) && 'Windows') ||
+    (/Android/.test(ua) && 'Android') ||
+    (/iPhone|iPad|iPod/.test(ua) && 'iOS') ||
+    (/Mac OS X|Macintosh/.test(ua) && 'macOS') ||
+    (/CrOS/.test(ua) && 'ChromeOS') ||
+    (/Linux|X11/.test(ua) && 'Linux') ||
+    null;
+  if (browser && os) return `${browser} on ${os}`;
+  return browser || os || (ua.length > 60 ? ua.slice(0, 57) + '…' : ua);
+}
+
+/**
+ * @param {HTMLTableRowElement} row
+ * @param {string} label shown before the value on narrow screens
+ * @param {...(string | Node)} content
+ */
+function cell(row, label, ...content) {
+  const td = row.insertCell();
+  td.dataset.label = label;
+  td.append(...content);
+  return td;
+}
+
+/**
+ * @typedef {{ id: string, created_at: string, last_used_at: string, user_agent?: string | null, ip?: string | null, current: boolean }} Session
+ * @param {Session[]} sessions
+ */
+function renderSessions(sessions) {
+  const sorted = [...sessions].sort(
+    (a, b) => Number(b.current) - Number(a.current) || String(b.last_used_at).localeCompare(String(a.last_used_at)),
+  );
+  tbody.replaceChildren();
+  for (const session of sorted) {
+    const row = tbody.insertRow();
+    row.dataset.sessionId = String(session.id);
+    row.dataset.current = String(Boolean(session.current));
+    row.dataset.testid = 'session-row';
+
+    const wrap = document.createElement('span');
+    const device = document.createElement('span');
+    device.className = 'device';
+    device.textContent = describeAgent(session.user_agent);
+    if (session.user_agent) device.title = session.user_agent;
+    wrap.append(device);
+    if (session.current) {
+      const badge = document.createElement('span');
+      badge.className = 'badge';
+      badge.dataset.testid = 'this-device';
+      badge.textContent = 'This device';
+      wrap.append(' ', badge);
+    }
+    cell(row, 'Device', wrap);
+    cell(row, 'Last used', timeElement(session.last_used_at));
+    cell(row, 'IP address', session.ip || '—').className = 'ip';
+    cell(row, 'Signed in', timeElement(session.created_at));
+    const actions = cell(row, 'Actions');
+    if (!session.current) {
+      const button = document.createElement('button');
+      button.type = 'button';
+      button.className = 'danger small revoke';
+      button.dataset.testid = 'revoke-session';
+      button.textContent = 'Revoke';
+      button.setAttribute('aria-label', `Revoke the session of ${device.textContent}, last used ${row.cells[1].textContent}`);
+      button.addEventListener('click', () => revoke(session.id, row, button));
+      actions.append(button);
+    }
+  }
+}
+
+/**
+ * @param {string} id
+ * @param {HTMLTableRowElement} row
+ * @param {HTMLButtonElement} button
+ */
+async function revoke(id, row, button) {
+  button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  try {
+    const res = await secureFetch(`/api/v1/auth/sessions/${encodeURIComponent(id)}`, { method: 'DELETE' });
+    if (res.status === 204 || res.status === 404) {
+      // 404: already gone (revoked elsewhere or expired) — the outcome the user asked for.
+      row.remove();
+      showStatus('Session revoked. That device is signed out.');
+      $('logout').focus();
+      return;
+    }
+    if (res.status !== 401) showError(`Could not revoke the session (HTTP ${res.status}).`);
+  } catch (error) {
+    showError(networkMessage(error));
+  }
+  button.disabled = false;
+  button.removeAttribute('aria-busy');
+}
+
+/** @param {unknown} error */
+function networkMessage(error) {
+  return error instanceof Error && /refresh failed/.test(error.message)
+    ? 'Could not renew your session right now. You are still signed in; try again in a moment.'
+    : 'Could not reach the server. Check your connection and try again.';
+}
+
+/**
+ * @param {HTMLButtonElement} button
+ * @param {string} url
+ */
+function signOutButton(button, url) {
+  button.addEventListener('click', async () => {
+    for (const b of document.querySelectorAll('#signout-section button')) /** @type {HTMLButtonElement} */ (b).disabled = true;
+    button.setAttribute('aria-busy', 'true');
+    try {
+      const res = await secureFetch(url, { method: 'POST' });
+      if (res.status === 204) {
+        // replace: Back must not come back to this page's data.
+        location.replace('/login');
+        return;
+      }
+      if (res.status !== 401) showError(`Could not sign out (HTTP ${res.status}). Please try again.`);
+    } catch (error) {
+      showError(networkMessage(error));
+    }
+    for (const b of document.querySelectorAll('#signout-section button')) /** @type {HTMLButtonElement} */ (b).disabled = false;
+    button.removeAttribute('aria-busy');
+  });
+}
+
+signOutButton(/** @type {HTMLButtonElement} */ ($('logout')), '/api/v1/auth/logout');
+signOutButton(/** @type {HTMLButtonElement} */ ($('logout-all')), '/api/v1/auth/logout-all');
+
+async function load() {
+  try {
+    // Both calls may hit an expired access token at once: secureFetch makes one refresh for both.
+    const [meRes, sessionsRes] = await Promise.all([secureFetch('/api/v1/me'), secureFetch('/api/v1/auth/sessions')]);
+    if (meRes.status === 401 || sessionsRes.status === 401) {
+      // onAuthFail has already run (and is taking the user to /login).
+      $('loading').textContent = 'Your session has expired.';
+      return;
+    }
+    if (!meRes.ok || !sessionsRes.ok) {
+      $('loading').hidden = true;
+      showError(`Could not load your account (HTTP ${meRes.ok ? sessionsRes.status : meRes.status}).`);
+      return;
+    }
+    const me = await meRes.json();
+    const { sessions } = await sessionsRes.json();
+
+    $('me-email').textContent = me.email;
+    $('me-name').textContent = me.name || '—';
+    $('me-verified').textContent = me.email_verified ? 'Yes' : 'No';
+    const providers = Array.isArray(me.providers) ? me.providers : [];
+    $('me-providers').textContent = providers
+      .map((/** @type {unknown} */ p) => ({ password: 'Password', google: 'Google' })[String(p)] || String(p))
+      .join(', ') || '—';
+    $('me-created').replaceChildren(timeElement(me.created_at));
+    $('me-id').textContent = me.id;
+    renderSessions(Array.isArray(sessions) ? sessions : []);
+
+    $('loading').hidden = true;
+    for (const id of ['profile', 'sessions-section', 'signout-section']) $(id).hidden = false;
+  } catch (error) {
+    $('loading').hidden = true;
+    showError(networkMessage(error));
+  } finally {
+    main.removeAttribute('aria-busy');
+  }
+}
+
+load();

@@ -1,0 +1,133 @@
+// Login page (/login): sign in, sign up, Google. Served at /static/login.js.
+// Login and signup use plain fetch: their 401/409 are answers, not expired sessions.
+
+const DEFAULT_NEXT = '/account';
+
+/** Readable text for the `?error=` codes and the API's problem `code`s. */
+const MESSAGES = {
+  oauth_state_mismatch: 'Google sign-in could not be completed: the attempt expired or was started in another tab. Please try again.',
+  oauth_denied: 'Google sign-in was cancelled.',
+  oauth_failed: 'Google sign-in failed. Please try again.',
+  email_not_verified: 'Google has not verified the email address of that account, so it cannot be used here. Verify it with Google, or sign in with your password.',
+  provider_not_configured: 'Google sign-in is not enabled on this server.',
+  invalid_credentials: 'Wrong email or password.',
+  email_taken: 'An account with this email already exists. Sign in instead.',
+  weak_password: 'Choose a password of 8 to 256 characters.',
+  invalid_email: 'Enter a valid email address.',
+  rate_limited: 'Too many attempts. Please wait a moment and try again.',
+  invalid_request: 'The form could not be sent as it is. Check the fields and try again.',
+  cross_origin_rejected: 'The request was refused because it did not come from this site. Reload the page and try again.',
+};
+
+/**
+ * The page to go to after signing in: `?next=` when it is a same-origin path
+ * (starts with a single `/`, no `//`, no backslash, no control character, before or after
+ * percent-decoding), otherwise /account.
+ * @param {string | null} raw
+ */
+function safeNext(raw) {
+  if (!raw) return DEFAULT_NEXT;
+  let decoded;
+  try {
+    decoded = decodeURIComponent(raw);
+  } catch {
+    return DEFAULT_NEXT;
+  }
+  for (const value of [raw, decoded]) {
+    // eslint-disable-next-line no-control-regex
+    if (!value.startsWith('/') || value.startsWith('//') || /[\\\u0000-\u001f\u007f]/.test(value)) return DEFAULT_NEXT;
+  }
+  const url = new URL(raw, location.origin);
+  if (url.origin !== location.origin || url.pathname === '/login') return DEFAULT_NEXT;
+  return url.pathname + url.search + url.hash;
+}
+
+const params = new URLSearchParams(location.search);
+const next = safeNext(params.get('next'));
+const errorBox = /** @type {HTMLElement} */ (document.getElementById('error'));
+
+/** @param {string} text */
+function showError(text) {
+  errorBox.textContent = text;
+}
+
+/**
+ * Known codes only: text from the URL is never echoed into the page.
+ * @param {string | null | undefined} code
+ * @param {string} [fallback]
+ */
+const messageFor = (code, fallback) =>
+  code && Object.hasOwn(MESSAGES, code)
+    ? MESSAGES[/** @type {keyof typeof MESSAGES} */ (code)]
+    : fallback || 'Sign-in failed. Please try again.';
+
+// Google sign-in, when the server has it on (it replaces __GOOGLE_ENABLED__ in the page).
+if (document.body.dataset.google === 'true') {
+  const google = /** @type {HTMLAnchorElement} */ (document.getElementById('google'));
+  google.href = '/api/v1/auth/google/login?next=' + encodeURIComponent(next);
+  /** @type {HTMLElement} */ (document.getElementById('google-section')).hidden = false;
+}
+
+// An error sent back here, e.g. by the Google callback: /login?error=oauth_denied
+const errorCode = params.get('error');
+if (errorCode) showError(messageFor(errorCode));
+
+/**
+ * @param {HTMLFormElement} form
+ * @param {string} url
+ * @param {(data: FormData) => Record<string, string>} body
+ */
+function handle(form, url, body) {
+  const button = /** @type {HTMLButtonElement} */ (form.querySelector('button[type="submit"]'));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    if (button.disabled) return;
+    showError('');
+    button.disabled = true;
+    button.setAttribute('aria-busy', 'true');
+    try {
+      const res = await fetch(url, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'Content-Type': 'application/json', Accept: 'application/json, application/problem+json' },
+        body: JSON.stringify(body(new FormData(form))),
+      });
+      if (res.ok) {
+        location.assign(next);
+        return;
+      }
+      /** @type {{ code?: string, title?: string }} */
+      let problem = {};
+      try {
+        problem = await res.json();
+      } catch {
+        // not JSON: keep the generic message
+      }
+      let text = messageFor(problem.code, problem.title || `Something went wrong (HTTP ${res.status}). Please try again.`);
+      const retryAfter = Number(res.headers.get('Retry-After'));
+      if (res.status === 429 && retryAfter > 0) text += ` You can try again in ${retryAfter} second${retryAfter === 1 ? '' : 's'}.`;
+      showError(text);
+    } catch {
+      showError('Could not reach the server. Check your connection and try again.');
+    } finally {
+      button.disabled = false;
+      button.removeAttribute('aria-busy');
+    }
+  });
+}
+
+const value = (/** @type {FormData} */ data, /** @type {string} */ name) => String(data.get(name) ?? '');
+
+handle(/** @type {HTMLFormElement} */ (document.getElementById('login-form')), '/api/v1/auth/login', (data) => ({
+  email: value(data, 'email').trim(),
+  password: value(data, 'password'),
+}));
+
+handle(/** @type {HTMLFormElement} */ (document.getElementById('signup-form')), '/api/v1/auth/signup', (data) => {
+  const name = value(data, 'name').trim();
+  return {
+    email: value(data, 'email').trim(),
+    password: value(data, 'password'),
+    ...(name ? { name } : {}),
+  };
+});

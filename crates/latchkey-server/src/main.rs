@@ -1,0 +1,248 @@
+//! The `latchkey` binary: `serve` (default), `migrate`, and admin commands.
+
+mod pages;
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use latchkey::clock::{now_ms, rfc3339};
+use latchkey::config::LogFormat;
+use latchkey::domain::{Email, Password, SessionId, UserId};
+use latchkey::store::{self, NewUser, Store};
+use latchkey::{AppState, Config};
+
+#[derive(Parser)]
+#[command(name = "latchkey", version, about = "Self-hosted authentication service")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        cmd: UsersCmd,
+    },
+    /// Inspect and revoke sessions.
+    Sessions {
+        #[command(subcommand)]
+        cmd: SessionsCmd,
+    },
+    /// Inspect and rotate signing keys.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCmd {
+    /// Create a password account; the password is read from standard input (one line).
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List users.
+    List,
+    /// Disable a user (by email or id) and revoke all of their sessions.
+    Disable { user: String },
+}
+
+#[derive(Subcommand)]
+enum SessionsCmd {
+    /// List live sessions, optionally of one user (email or id).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke one session by id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List signing keys.
+    List,
+    /// Generate a new signing key; older keys keep verifying until their tokens expire.
+    Rotate,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    match run(cli.command.unwrap_or(Command::Serve), config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>, BoxError> {
+    let store = store::connect(&config.database_url).await?;
+    store.migrate().await?;
+    Ok(store)
+}
+
+async fn find_user(store: &dyn Store, who: &str) -> Result<latchkey::store::UserRecord, BoxError> {
+    let found = match who.parse::<UserId>() {
+        Ok(id) => store.user_by_id(id).await?,
+        Err(_) => store.user_by_email(&Email::parse(who).map_err(|_| format!("not an email or user id: {who}"))?).await?,
+    };
+    found.ok_or_else(|| format!("no such user: {who}").into())
+}
+
+async fn run(command: Command, config: Config) -> Result<(), BoxError> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            open_store(&config).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Users { cmd } => {
+            let store = open_store(&config).await?;
+            match cmd {
+                UsersCmd::Create { email, name } => {
+                    let email = Email::parse(&email).map_err(|e| format!("--email: {e}"))?;
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    let password = Password::parse(line.trim_end_matches(['\r', '\n']).to_owned()).map_err(|e| format!("password: {e}"))?;
+                    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                    let hash = latchkey::password::PasswordHasher::new(config.password, cores)?.hash(password).await?;
+                    let user = store
+                        .create_user(NewUser { id: UserId::new(), email, name, password_hash: Some(hash), email_verified: false, created_at: now_ms() })
+                        .await
+                        .map_err(|e| match e {
+                            latchkey::store::StoreError::Conflict => "an account with this email already exists".into(),
+                            e => BoxError::from(e),
+                        })?;
+                    println!("{}\t{}", user.id, user.email);
+                }
+                UsersCmd::List => {
+                    for u in store.list_users().await? {
+                        let state = if u.disabled_at.is_some() { "disabled" } else { "active" };
+                        println!("{}\t{}\t{}\t{}", u.id, u.email, state, rfc3339(u.created_at));
+                    }
+                }
+                UsersCmd::Disable { user } => {
+                    let u = find_user(&*store, &user).await?;
+                    let now = now_ms();
+                    store.set_user_disabled(u.id, Some(now)).await?;
+                    let n = store.revoke_user_sessions(u.id, now, "user_disabled").await?;
+                    println!("disabled {} and revoked {n} session(s)", u.email);
+                }
+            }
+            Ok(())
+        }
+        Command::Sessions { cmd } => {
+            let store = open_store(&config).await?;
+            match cmd {
+                SessionsCmd::List { user } => {
+                    let uid = match user {
+                        Some(u) => Some(find_user(&*store, &u).await?.id),
+                        None => None,
+                    };
+                    for s in store.live_sessions(uid, now_ms()).await? {
+                        println!(
+                            "{}\t{}\tcreated {}\tlast used {}\t{}\t{}",
+                            s.id,
+                            s.user_id,
+                            rfc3339(s.created_at),
+                            rfc3339(s.last_used_at),
+                            s.ip.as_deref().unwrap_or("-"),
+                            s.user_agent.as_deref().unwrap_or("-")
+                        );
+                    }
+                }
+                SessionsCmd::Revoke { id } => {
+                    let sid: SessionId = id.parse().map_err(|_| format!("not a session id: {id}"))?;
+                    if store.revoke_session(sid, None, now_ms(), "revoked_by_admin").await? {
+                        println!("revoked {sid}");
+                    } else {
+                        return Err(format!("no live session {sid}").into());
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Keys { cmd } => {
+            let store = open_store(&config).await?;
+            match cmd {
+                KeysCmd::List => {
+                    for k in store.signing_keys().await? {
+                        let state = match k.retired_at {
+                            None => "active".to_owned(),
+                            Some(at) => format!("retired {}", rfc3339(at)),
+                        };
+                        println!("{}\tcreated {}\t{state}", k.kid, rfc3339(k.created_at));
+                    }
+                }
+                KeysCmd::Rotate => {
+                    let k = latchkey::tokens::keys::KeyRing::rotate(&*store, config.access_ttl).await?;
+                    println!("new signing key {}; running instances pick it up within seconds", k.kid);
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), BoxError> {
+    tracing::info!("{}", config.startup_summary());
+    let listener = tokio::net::TcpListener::bind(config.listen_addr).await.map_err(|e| format!("LISTEN_ADDR {}: {e}", config.listen_addr))?;
+    let state = AppState::start(config).await?;
+    let app = latchkey::http::app(state.clone(), pages::routes());
+    tracing::info!(addr = %listener.local_addr()?, "listening");
+    latchkey::serve(listener, app, state.header_read_timeout(), shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

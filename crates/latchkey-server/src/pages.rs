@@ -1,0 +1,73 @@
+//! The demo pages and the browser client, embedded at build time (no npm at run time).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use latchkey::{ApiError, AppState};
+
+const INDEX: &str = include_str!("../pages/index.html");
+const LOGIN: &str = include_str!("../pages/login.html");
+const ACCOUNT: &str = include_str!("../pages/account.html");
+const CLIENT_JS: &str = include_str!("../../../client/latchkey.js");
+const CLIENT_DTS: &str = include_str!("../../../client/latchkey.d.ts");
+
+fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
+    Some(match name {
+        "style.css" => (include_str!("../pages/style.css"), "text/css; charset=utf-8"),
+        "home.js" => (include_str!("../pages/home.js"), "text/javascript; charset=utf-8"),
+        "login.js" => (include_str!("../pages/login.js"), "text/javascript; charset=utf-8"),
+        "account.js" => (include_str!("../pages/account.js"), "text/javascript; charset=utf-8"),
+        _ => return None,
+    })
+}
+
+/// Pages are never cached: after sign-out, Back must not show private data.
+fn page(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Scripts and styles revalidate on every load (they are small, and change with releases).
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { page(INDEX.to_owned()) }))
+        .route(
+            "/login",
+            get(|State(state): State<AppState>| async move {
+                let google = if state.config().google.is_some() { "true" } else { "false" };
+                page(LOGIN.replace("__GOOGLE_ENABLED__", google))
+            }),
+        )
+        .route("/account", get(|| async { page(ACCOUNT.to_owned()) }))
+        .route(
+            "/static/{file}",
+            get(|Path(file): Path<String>| async move {
+                match static_file(&file) {
+                    Some((body, ct)) => asset(body, ct),
+                    None => ApiError::NotFound.into_response(),
+                }
+            }),
+        )
+        .route("/client/latchkey.js", get(|| async { asset(CLIENT_JS, "text/javascript; charset=utf-8") }))
+        .route("/client/latchkey.d.ts", get(|| async { asset(CLIENT_DTS, "application/typescript; charset=utf-8") }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+}

@@ -1,0 +1,451 @@
+//! Settings from the process environment and an optional `.env` file (SPEC 2).
+//!
+//! The environment wins over `.env`. Every value is validated here, once, so the rest of
+//! the code holds only checked settings. [`Config::production`] is the one production flag:
+//! every environment-sensitive toggle (cookie names and `Secure`, HSTS, log format, the
+//! `https://` requirement) reads it and nothing else.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use url::Url;
+
+/// A configuration value that stopped start-up. Displays as one line naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it (never its value when the variable is a secret).
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, message: impl Into<String>) -> Self {
+        Self { var, message: message.into() }
+    }
+}
+
+/// Output format of the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Google (OpenID Connect) client settings; present only when both id and secret are set.
+#[derive(Clone)]
+pub struct GoogleConfig {
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub issuer: String,
+}
+
+impl fmt::Debug for GoogleConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GoogleConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("issuer", &self.issuer)
+            .finish()
+    }
+}
+
+/// Argon2id cost parameters. Production uses [`PasswordParams::default`] (SPEC 8); tests may
+/// lower them through [`Config`] directly — there is deliberately no environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordParams {
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+}
+
+impl Default for PasswordParams {
+    fn default() -> Self {
+        Self { m_cost_kib: 19_456, t_cost: 2, p_cost: 1 }
+    }
+}
+
+/// One token-bucket quota: `burst` requests at once, refilled at one per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub burst: u32,
+    pub period: Duration,
+}
+
+/// Rate limits of SPEC 8. Not configurable from the environment (the SPEC's table has no
+/// such variable); a host application mounting the library may change them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Login and signup attempts per client IP.
+    pub auth_per_ip: Quota,
+    /// Login and signup attempts per (canonical) email.
+    pub auth_per_email: Quota,
+    /// Refreshes per session.
+    pub refresh_per_session: Quota,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            auth_per_ip: Quota { burst: 30, period: Duration::from_secs(2) },
+            auth_per_email: Quota { burst: 10, period: Duration::from_secs(30) },
+            refresh_per_session: Quota { burst: 120, period: Duration::from_millis(500) },
+        }
+    }
+}
+
+/// Validated settings. Build with [`Config::from_env`] or [`Config::for_tests`].
+#[derive(Clone)]
+pub struct Config {
+    /// The one production flag (`ENV=production`).
+    pub production: bool,
+    /// The raw `ENV` value, for the start-up line.
+    pub env_value: Option<String>,
+    /// Whether `ENV` came from `.env` rather than the process environment.
+    pub env_from_dotenv: bool,
+    pub listen_addr: SocketAddr,
+    /// `PUBLIC_URL` without a trailing slash, e.g. `http://localhost:8080`.
+    pub public_url: String,
+    /// The origin of `PUBLIC_URL` (scheme://host[:port]).
+    pub public_origin: String,
+    pub database_url: SecretString,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_max_age: Duration,
+    pub reuse_grace: Duration,
+    pub google: Option<GoogleConfig>,
+    /// Trusted origins for the origin check: PUBLIC_URL's plus `ALLOWED_ORIGINS`.
+    pub allowed_origins: Vec<String>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub log_format: LogFormat,
+    pub password: PasswordParams,
+    pub rate_limits: RateLimits,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How often each instance polls the store for revocations and new signing keys.
+    pub poll_interval: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("production", &self.production)
+            .field("listen_addr", &self.listen_addr)
+            .field("public_url", &self.public_url)
+            .field("database", &self.database_kind())
+            .field("access_ttl", &self.access_ttl)
+            .field("refresh_ttl", &self.refresh_ttl)
+            .field("session_max_age", &self.session_max_age)
+            .field("reuse_grace", &self.reuse_grace)
+            .field("google", &self.google)
+            .field("allowed_origins", &self.allowed_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a variable's value came from.
+struct Source {
+    dotenv: HashMap<String, String>,
+}
+
+impl Source {
+    fn get(&self, var: &str) -> Option<(String, bool)> {
+        match std::env::var(var) {
+            Ok(v) => Some((v, false)),
+            Err(_) => self.dotenv.get(var).map(|v| (v.clone(), true)),
+        }
+    }
+    fn value(&self, var: &str) -> Option<String> {
+        self.get(var).map(|(v, _)| v).filter(|v| !v.is_empty())
+    }
+}
+
+impl Config {
+    /// Reads the process environment, then `.env` in the working directory for what the
+    /// environment does not set.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_env_and_dotenv(Path::new(".env"))
+    }
+
+    /// Like [`Config::from_env`] with an explicit `.env` path (missing file = no entries).
+    pub fn from_env_and_dotenv(path: &Path) -> Result<Self, ConfigError> {
+        let mut dotenv = HashMap::new();
+        if path.exists() {
+            let iter = dotenvy::from_path_iter(path)
+                .map_err(|e| ConfigError::new("ENV", format!(".env file unreadable: {e}")))?;
+            for item in iter {
+                let (k, v) = item
+                    .map_err(|e| ConfigError::new("ENV", format!(".env file malformed: {e}")))?;
+                dotenv.insert(k, v);
+            }
+        }
+        Self::from_source(&Source { dotenv })
+    }
+
+    /// Builds a configuration from explicit key/value pairs only (ignores the process
+    /// environment). Used by tests and by host applications that configure in code.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
+        let dotenv = pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Self::from_source_only(&dotenv)
+    }
+
+    fn from_source_only(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        // Same parser, but no process environment.
+        struct Only<'a>(&'a HashMap<String, String>);
+        let only = Only(map);
+        let get = |var: &str| only.0.get(var).cloned().filter(|v| !v.is_empty());
+        Self::parse(&get, only.0.contains_key("ENV"))
+    }
+
+    fn from_source(src: &Source) -> Result<Self, ConfigError> {
+        let env_from_dotenv = src.get("ENV").map(|(_, from)| from).unwrap_or(false);
+        Self::parse(&|var| src.value(var), env_from_dotenv)
+    }
+
+    fn parse(get: &dyn Fn(&str) -> Option<String>, env_from_dotenv: bool) -> Result<Self, ConfigError> {
+        let env_value = get("ENV");
+        let production = env_value.as_deref() == Some("production");
+
+        let listen_addr = match get("LISTEN_ADDR") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(v) => v.parse().map_err(|_| {
+                ConfigError::new("LISTEN_ADDR", format!("expected host:port such as 127.0.0.1:8080, got {v:?}"))
+            })?,
+        };
+
+        let public_raw = get("PUBLIC_URL").unwrap_or_else(|| "http://localhost:8080".to_owned());
+        let url = Url::parse(&public_raw)
+            .map_err(|e| ConfigError::new("PUBLIC_URL", format!("not a URL ({e}): {public_raw:?}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ConfigError::new("PUBLIC_URL", "must be an http:// or https:// URL with a host"));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(ConfigError::new("PUBLIC_URL", "must not carry a query or fragment"));
+        }
+        if production && url.scheme() != "https" {
+            return Err(ConfigError::new(
+                "PUBLIC_URL",
+                format!("must start with https:// when ENV=production, got {public_raw:?}"),
+            ));
+        }
+        let public_origin = url.origin().ascii_serialization();
+        let public_url = public_raw.trim_end_matches('/').to_owned();
+
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://latchkey.db".to_owned());
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::new(
+                "DATABASE_URL",
+                "expected sqlite://PATH, sqlite::memory: or postgres://…",
+            ));
+        }
+
+        let dur = |var: &'static str, default: &str| -> Result<Duration, ConfigError> {
+            let raw = get(var).unwrap_or_else(|| default.to_owned());
+            parse_duration(&raw).map_err(|m| ConfigError::new(var, format!("{m}: {raw:?}")))
+        };
+        let access_ttl = dur("ACCESS_TOKEN_TTL", "15m")?;
+        let refresh_ttl = dur("REFRESH_TOKEN_TTL", "14d")?;
+        let session_max_age = dur("SESSION_MAX_AGE", "30d")?;
+        let reuse_grace = dur("REFRESH_REUSE_GRACE", "30s")?;
+        for (var, d) in [("ACCESS_TOKEN_TTL", access_ttl), ("REFRESH_TOKEN_TTL", refresh_ttl), ("SESSION_MAX_AGE", session_max_age)] {
+            if d.is_zero() {
+                return Err(ConfigError::new(var, "must be greater than zero"));
+            }
+        }
+
+        let google = match (get("GOOGLE_CLIENT_ID"), get("GOOGLE_CLIENT_SECRET")) {
+            (Some(client_id), Some(secret)) => {
+                let issuer = get("GOOGLE_ISSUER").unwrap_or_else(|| "https://accounts.google.com".to_owned());
+                let parsed = Url::parse(&issuer)
+                    .map_err(|e| ConfigError::new("GOOGLE_ISSUER", format!("not a URL ({e})")))?;
+                if production && parsed.scheme() != "https" {
+                    return Err(ConfigError::new("GOOGLE_ISSUER", "must be https:// when ENV=production"));
+                }
+                Some(GoogleConfig { client_id, client_secret: SecretString::from(secret), issuer })
+            }
+            (Some(_), None) => return Err(ConfigError::new("GOOGLE_CLIENT_SECRET", "must be set when GOOGLE_CLIENT_ID is")),
+            (None, Some(_)) => return Err(ConfigError::new("GOOGLE_CLIENT_ID", "must be set when GOOGLE_CLIENT_SECRET is")),
+            (None, None) => None,
+        };
+
+        let mut allowed_origins = vec![public_origin.clone()];
+        if let Some(list) = get("ALLOWED_ORIGINS") {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let u = Url::parse(item)
+                    .map_err(|_| ConfigError::new("ALLOWED_ORIGINS", format!("not an origin: {item:?}")))?;
+                let origin = u.origin();
+                if !origin.is_tuple() || u.path() != "/" {
+                    return Err(ConfigError::new(
+                        "ALLOWED_ORIGINS",
+                        format!("expected scheme://host[:port] with no path: {item:?}"),
+                    ));
+                }
+                allowed_origins.push(origin.ascii_serialization());
+            }
+        }
+
+        let mut trusted_proxies = Vec::new();
+        if let Some(list) = get("TRUSTED_PROXIES") {
+            for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let net = item
+                    .parse::<IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| ConfigError::new("TRUSTED_PROXIES", format!("not an IP address or CIDR: {item:?}")))?;
+                trusted_proxies.push(net);
+            }
+        }
+
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None => {
+                if production {
+                    LogFormat::Json
+                } else {
+                    LogFormat::Text
+                }
+            }
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("expected text or json, got {other:?}"))),
+        };
+
+        Ok(Self {
+            production,
+            env_value,
+            env_from_dotenv,
+            listen_addr,
+            public_url,
+            public_origin,
+            database_url: SecretString::from(database_url),
+            access_ttl,
+            refresh_ttl,
+            session_max_age,
+            reuse_grace,
+            google,
+            allowed_origins,
+            trusted_proxies,
+            log_format,
+            password: PasswordParams::default(),
+            rate_limits: RateLimits::default(),
+            header_read_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(500),
+        })
+    }
+
+    /// A development configuration on a fresh in-memory database with cheap password
+    /// hashing, for tests.
+    pub fn for_tests() -> Self {
+        let mut c = Self::from_pairs([("DATABASE_URL", "sqlite::memory:")]).expect("test config is valid");
+        c.password = PasswordParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+        c
+    }
+
+    /// `sqlite` or `postgres`, for logs.
+    pub fn database_kind(&self) -> &'static str {
+        use secrecy::ExposeSecret;
+        if self.database_url.expose_secret().starts_with("sqlite:") { "sqlite" } else { "postgres" }
+    }
+
+    /// The one start-up line of SPEC 2 (never a secret).
+    pub fn startup_summary(&self) -> String {
+        let why = match (&self.env_value, self.env_from_dotenv) {
+            (None, _) => "ENV unset".to_owned(),
+            (Some(v), false) => format!("ENV={v:?} from the environment"),
+            (Some(v), true) => format!("ENV={v:?} from .env"),
+        };
+        format!(
+            "latchkey starting: mode={} ({why}), listen={}, public_url={}, database={}, google={}",
+            if self.production { "production" } else { "development" },
+            self.listen_addr,
+            self.public_url,
+            self.database_kind(),
+            if self.google.is_some() { "on" } else { "off" },
+        )
+    }
+}
+
+/// Parses `900`, `900s`, `15m`, `2h`, `14d` (also `500ms`) into a duration.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        return Err("expected a number of seconds or a number with a unit (s, m, h, d)".into());
+    }
+    let n: u64 = num.parse().map_err(|_| "number too large".to_owned())?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    // Cap at ~100 years so that every later addition to a timestamp stays in range.
+    match secs {
+        Some(v) if v <= 3_153_600_000 => Ok(Duration::from_secs(v)),
+        _ => Err("duration too large".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        assert_eq!(parse_duration("900").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        for bad in ["", "m", "15x", "-1", "1.5m", "99999999999999999999", "15 m"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn production_refuses_http_public_url_naming_the_variable() {
+        let err = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "http://example.com")]).unwrap_err();
+        assert_eq!(err.var, "PUBLIC_URL");
+        assert!(err.to_string().starts_with("invalid configuration: PUBLIC_URL:"));
+        let ok = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "https://example.com")]).unwrap();
+        assert!(ok.production);
+        assert_eq!(ok.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn only_the_exact_value_production_turns_production_on() {
+        for v in ["prod", "Production", "development", ""] {
+            assert!(!Config::from_pairs([("ENV", v)]).unwrap().production, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn bad_duration_names_its_variable() {
+        let err = Config::from_pairs([("REFRESH_TOKEN_TTL", "fortnight")]).unwrap_err();
+        assert_eq!(err.var, "REFRESH_TOKEN_TTL");
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let c = Config::from_pairs([
+            ("GOOGLE_CLIENT_ID", "id"),
+            ("GOOGLE_CLIENT_SECRET", "s3cr3t-value"),
+            ("DATABASE_URL", "postgres://u:dbpass@h/db"),
+        ])
+        .unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("dbpass"), "{dbg}");
+        assert!(!c.startup_summary().contains("dbpass"));
+    }
+}

@@ -1,0 +1,178 @@
+//! Types that carry their checks: an [`Email`] or [`Password`] exists only once parsed.
+
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+use uuid::Uuid;
+
+/// A canonical email address: trimmed, Unicode NFC, lower-cased, at most 254 characters
+/// (SPEC 6). The same canonicalisation runs at signup, login and Google linking.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+/// Why an email was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid email address")]
+pub struct InvalidEmail;
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
+        let canonical: String = raw.trim().nfc().collect::<String>().to_lowercase();
+        if canonical.chars().count() > 254 || canonical.is_empty() {
+            return Err(InvalidEmail);
+        }
+        let (local, domain) = canonical.rsplit_once('@').ok_or(InvalidEmail)?;
+        let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',' | ';' | '\\');
+        if local.is_empty()
+            || local.chars().count() > 64
+            || domain.is_empty()
+            || domain.contains('@')
+            || local.contains('@')
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+            || canonical.chars().any(bad)
+        {
+            return Err(InvalidEmail);
+        }
+        Ok(Self(canonical))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Wraps an email read back from the store, which only ever holds canonical ones.
+    pub(crate) fn from_store(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Email({})", self.0)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A password within NIST SP 800-63B bounds: 8 to 256 characters. Never printed.
+pub struct Password(SecretString);
+
+/// Why a password was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WeakPassword {
+    #[error("password must be at least 8 characters")]
+    TooShort,
+    #[error("password must be at most 256 characters")]
+    TooLong,
+}
+
+impl Password {
+    pub const MIN_CHARS: usize = 8;
+    pub const MAX_CHARS: usize = 256;
+
+    pub fn parse(raw: String) -> Result<Self, WeakPassword> {
+        let n = raw.chars().count();
+        if n < Self::MIN_CHARS {
+            Err(WeakPassword::TooShort)
+        } else if n > Self::MAX_CHARS {
+            Err(WeakPassword::TooLong)
+        } else {
+            Ok(Self(SecretString::from(raw)))
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password([redacted])")
+    }
+}
+
+macro_rules! id_type {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A user's id (the access token's `sub`).
+    UserId
+);
+id_type!(
+    /// A session's id (the access token's `sid`): one family of refresh tokens.
+    SessionId
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_trimmed_normalised_and_lowercased() {
+        let e = Email::parse("  Ada@Example.COM ").unwrap();
+        assert_eq!(e.as_str(), "ada@example.com");
+        // "é" as e + combining acute (NFD) and as one code point (NFC) are one address.
+        let nfd = Email::parse("Re\u{0301}my@example.com").unwrap();
+        let nfc = Email::parse("r\u{00e9}my@example.com").unwrap();
+        assert_eq!(nfd, nfc);
+    }
+
+    #[test]
+    fn malformed_emails_are_refused() {
+        let long = format!("{}@example.com", "a".repeat(250));
+        for bad in ["", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com", "a@@example.com", "a@.example.com", &long] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn password_bounds_follow_nist() {
+        assert_eq!(Password::parse("1234567".into()).unwrap_err(), WeakPassword::TooShort);
+        assert!(Password::parse("12345678".into()).is_ok());
+        assert!(Password::parse("é".repeat(256)).is_ok());
+        assert_eq!(Password::parse("x".repeat(257)).unwrap_err(), WeakPassword::TooLong);
+        assert_eq!(format!("{:?}", Password::parse("hunter2hunter2".into()).unwrap()), "Password([redacted])");
+    }
+}

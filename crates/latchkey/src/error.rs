@@ -1,0 +1,188 @@
+//! The one error type of the HTTP API and its mapping to RFC 9457 problem+json.
+//!
+//! Each variant has a stable `code` (documented in the README and the OpenAPI document).
+//! Clients decide on the status; the code says why.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every failure a client can see.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("The request is malformed: {0}")]
+    InvalidRequest(String),
+    #[error("The email address is not valid.")]
+    InvalidEmail,
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("An account with this email already exists.")]
+    EmailTaken,
+    #[error("Too many requests; retry later.")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("Email or password is incorrect.")]
+    InvalidCredentials,
+    #[error("No refresh token was sent.")]
+    RefreshMissing,
+    #[error("The refresh token is not valid.")]
+    RefreshInvalid,
+    #[error("The session has expired.")]
+    RefreshExpired,
+    #[error("The refresh token was already used; the session has been revoked.")]
+    RefreshReused,
+    #[error("The session has been revoked.")]
+    SessionRevoked,
+    #[error("No access token was sent.")]
+    TokenMissing,
+    #[error("The access token has expired.")]
+    TokenExpired,
+    #[error("The access token is not valid.")]
+    TokenInvalid,
+    #[error("Not found.")]
+    NotFound,
+    #[error("This sign-in provider is not configured.")]
+    ProviderNotConfigured,
+    #[error("Cross-origin request refused.")]
+    CrossOriginRejected,
+    #[error("The request body is too large.")]
+    PayloadTooLarge,
+    #[error("The request body must be application/json.")]
+    UnsupportedMediaType,
+    #[error("Method not allowed.")]
+    MethodNotAllowed,
+    #[error("The service is temporarily unavailable.")]
+    Unavailable(#[source] anyhow_like::Source),
+    #[error("Internal error.")]
+    Internal(#[source] anyhow_like::Source),
+}
+
+/// A boxed error source, so the enum stays `Send + Sync` without another dependency.
+pub mod anyhow_like {
+    pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
+}
+
+/// The problem+json body (RFC 9457) with latchkey's stable `code`.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// Stable machine-readable reason, e.g. `token_expired`.
+    pub code: String,
+}
+
+impl ApiError {
+    pub fn internal(e: impl Into<anyhow_like::Source>) -> Self {
+        Self::Internal(e.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            InvalidRequest(_) | InvalidEmail | WeakPassword(_) => StatusCode::BAD_REQUEST,
+            EmailTaken => StatusCode::CONFLICT,
+            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired | RefreshReused
+            | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => StatusCode::UNAUTHORIZED,
+            NotFound | ProviderNotConfigured => StatusCode::NOT_FOUND,
+            CrossOriginRejected => StatusCode::FORBIDDEN,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            InvalidRequest(_) => "invalid_request",
+            InvalidEmail => "invalid_email",
+            WeakPassword(_) => "weak_password",
+            EmailTaken => "email_taken",
+            RateLimited { .. } => "rate_limited",
+            InvalidCredentials => "invalid_credentials",
+            RefreshMissing => "refresh_missing",
+            RefreshInvalid => "refresh_invalid",
+            RefreshExpired => "refresh_expired",
+            RefreshReused => "refresh_reused",
+            SessionRevoked => "session_revoked",
+            TokenMissing => "token_missing",
+            TokenExpired => "token_expired",
+            TokenInvalid => "token_invalid",
+            NotFound => "not_found",
+            ProviderNotConfigured => "provider_not_configured",
+            CrossOriginRejected => "cross_origin_rejected",
+            PayloadTooLarge => "payload_too_large",
+            UnsupportedMediaType => "unsupported_media_type",
+            MethodNotAllowed => "method_not_allowed",
+            Unavailable(_) => "unavailable",
+            Internal(_) => "internal",
+        }
+    }
+
+    /// The RFC 6750 `error` parameter of `WWW-Authenticate`, where one applies.
+    fn bearer_error(&self) -> Option<&'static str> {
+        use ApiError::*;
+        match self {
+            TokenMissing | InvalidCredentials => None,
+            _ if self.status() == StatusCode::UNAUTHORIZED => Some("invalid_token"),
+            _ => None,
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let title = match self {
+            // Internal details never reach the client.
+            ApiError::Internal(_) => "Internal error.".to_owned(),
+            ApiError::Unavailable(_) => "The service is temporarily unavailable.".to_owned(),
+            other => other.to_string(),
+        };
+        Problem { kind: "about:blank".into(), title, status: self.status().as_u16(), code: self.code().into() }
+    }
+}
+
+/// Content type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = %e, "internal error"),
+            ApiError::Unavailable(e) => tracing::warn!(error = %e, "store unavailable"),
+            _ => {}
+        }
+        let status = self.status();
+        let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
+        let mut res = (status, body).into_response();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if status == StatusCode::UNAUTHORIZED {
+            let v = match self.bearer_error() {
+                Some(e) => format!("Bearer realm=\"latchkey\", error=\"{e}\""),
+                None => "Bearer realm=\"latchkey\"".to_owned(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        }
+        res
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(src) => ApiError::Unavailable(src),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}

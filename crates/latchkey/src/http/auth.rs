@@ -1,0 +1,290 @@
+//! `/api/v1/auth/*`: signup, login, refresh, logout, logout-all, sessions.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::clock::{now_ms, rfc3339};
+use crate::cookies::{clear_auth_cookies, read_cookie, set_auth_cookies};
+use crate::domain::{Email, Password, SessionId};
+use crate::error::{ApiError, Problem};
+use crate::http::extract::{ApiJson, AuthUser, ClientCtx, access_token_of, authenticate};
+use crate::session::{self, ClientInfo, IssuedTokens, rotation};
+use crate::state::AppState;
+use crate::store::{NewUser, StoreError, UserRecord};
+
+#[derive(Deserialize, ToSchema)]
+pub struct SignupRequest {
+    pub email: String,
+    /// 8 to 256 characters.
+    pub password: String,
+    pub name: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+/// A user as the API shows it.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct UserView {
+    pub id: uuid::Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub email_verified: bool,
+    /// RFC 3339.
+    pub created_at: String,
+    /// Sign-in methods: `password`, `google`.
+    pub providers: Vec<String>,
+}
+
+impl UserView {
+    pub async fn load(state: &AppState, u: &UserRecord) -> Result<Self, ApiError> {
+        Ok(Self {
+            id: u.id.0,
+            email: u.email.as_str().to_owned(),
+            name: u.name.clone(),
+            email_verified: u.email_verified,
+            created_at: rfc3339(u.created_at),
+            providers: state.store().user_providers(u.id).await?,
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct AuthResponse {
+    pub user: UserView,
+    /// When the access token expires (RFC 3339).
+    pub access_expires_at: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct RefreshResponse {
+    /// When the new access token expires (RFC 3339).
+    pub access_expires_at: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct SessionView {
+    pub id: uuid::Uuid,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// Whether this is the session making the request.
+    pub current: bool,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+fn with_cookies(state: &AppState, status: StatusCode, tokens: &IssuedTokens, body: impl Serialize) -> Response {
+    let mut headers = HeaderMap::new();
+    set_auth_cookies(state.cookies(), &mut headers, &tokens.cookies());
+    (status, headers, Json(body)).into_response()
+}
+
+fn cleared(state: &AppState, res: impl IntoResponse) -> Response {
+    let mut headers = HeaderMap::new();
+    clear_auth_cookies(state.cookies(), &mut headers);
+    (headers, res).into_response()
+}
+
+fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(n) = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) else { return Ok(None) };
+    if n.chars().count() > 100 || n.chars().any(char::is_control) {
+        return Err(ApiError::InvalidRequest("name must be at most 100 characters, without control characters".into()));
+    }
+    Ok(Some(n))
+}
+
+/// Creates a password account and signs it in.
+#[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses(
+        (status = 201, description = "Account created; access and refresh cookies set", body = AuthResponse),
+        (status = 400, description = "`invalid_request`, `invalid_email`, `weak_password`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn signup(State(state): State<AppState>, client: ClientCtx, ApiJson(req): ApiJson<SignupRequest>) -> Result<Response, ApiError> {
+    state.limiter().check_auth(&client.ip, None).await?;
+    let email = Email::parse(&req.email).map_err(|_| ApiError::InvalidEmail)?;
+    state.limiter().check_auth(&client.ip, Some(email.as_str())).await?;
+    let name = clean_name(req.name)?;
+    let password = Password::parse(req.password).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
+    let hash = state.hasher().hash(password).await.map_err(ApiError::internal)?;
+    let user = state
+        .store()
+        .create_user(NewUser { id: crate::domain::UserId::new(), email, name, password_hash: Some(hash), email_verified: false, created_at: now_ms() })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => ApiError::EmailTaken,
+            e => e.into(),
+        })?;
+    let tokens = session::start(&state, user.id, ClientInfo { user_agent: client.user_agent, ip: Some(client.ip) }).await?;
+    metrics::counter!("latchkey_signups_total").increment(1);
+    let body = AuthResponse { user: UserView::load(&state, &user).await?, access_expires_at: rfc3339(tokens.access_expires_at * 1000) };
+    Ok(with_cookies(&state, StatusCode::CREATED, &tokens, body))
+}
+
+/// Signs in with email and password.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in; access and refresh cookies set", body = AuthResponse),
+        (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`invalid_credentials` — the same for an unknown email", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn login(State(state): State<AppState>, client: ClientCtx, ApiJson(req): ApiJson<LoginRequest>) -> Result<Response, ApiError> {
+    state.limiter().check_auth(&client.ip, None).await?;
+    let email = Email::parse(&req.email).ok();
+    if let Some(e) = &email {
+        state.limiter().check_auth(&client.ip, Some(e.as_str())).await?;
+    }
+    let user = match &email {
+        Some(e) => state.store().user_by_email(e).await?,
+        None => None,
+    };
+    // Unknown email, malformed email, or no password: the dummy hash is verified, so every
+    // failure costs one Argon2id verification and returns the same answer.
+    let ok = state.hasher().verify(&req.password, user.as_ref().and_then(|u| u.password_hash.as_deref())).await.map_err(ApiError::internal)?;
+    let user = match user {
+        Some(u) if ok && u.disabled_at.is_none() => u,
+        _ => {
+            metrics::counter!("latchkey_login_failures_total").increment(1);
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    let tokens = session::start(&state, user.id, ClientInfo { user_agent: client.user_agent, ip: Some(client.ip) }).await?;
+    metrics::counter!("latchkey_logins_total", "method" => "password").increment(1);
+    let body = AuthResponse { user: UserView::load(&state, &user).await?, access_expires_at: rfc3339(tokens.access_expires_at * 1000) };
+    Ok(with_cookies(&state, StatusCode::OK, &tokens, body))
+}
+
+fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
+    read_cookie(headers, state.cookies().refresh_name()).into_iter().find(|v| !v.is_empty()).map(str::to_owned)
+}
+
+/// Rotates the refresh token and issues a new access token for the same session.
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    responses(
+        (status = 200, description = "Rotated; new cookies set", body = RefreshResponse),
+        (status = 401, description = "`refresh_missing`, `refresh_invalid`, `refresh_expired`, `refresh_reused`, `session_revoked`; both cookies cleared", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let presented = refresh_cookie(&state, &headers);
+    match rotation::refresh(&state, presented.as_deref()).await {
+        Ok(tokens) => with_cookies(&state, StatusCode::OK, &tokens, RefreshResponse { access_expires_at: rfc3339(tokens.access_expires_at * 1000) }),
+        Err(e) if e.status() == StatusCode::UNAUTHORIZED => cleared(&state, e),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Revokes the current session (found by the refresh cookie, else the access token).
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    responses(
+        (status = 204, description = "Signed out; cookies cleared — also with no or bad cookies"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the session could not be revoked", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result: Result<(), ApiError> = async {
+        if let Some(token) = refresh_cookie(&state, &headers).as_deref().and_then(crate::tokens::refresh::RefreshToken::parse) {
+            if let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await? {
+                session::revoke(&state, s.id, None, "logout").await?;
+                return Ok(());
+            }
+        }
+        if let Ok(Some(token)) = access_token_of(&headers, state.cookies().access_name()) {
+            if let Ok(claims) = authenticate(&state, &token).await {
+                session::revoke(&state, claims.sid, Some(claims.sub), "logout").await?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => cleared(&state, StatusCode::NO_CONTENT),
+        Err(e) => cleared(&state, e),
+    }
+}
+
+/// Revokes every session of the signed-in user.
+#[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth",
+    responses(
+        (status = 204, description = "Every session revoked; cookies cleared"),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn logout_all(State(state): State<AppState>, user: AuthUser) -> Result<Response, ApiError> {
+    session::revoke_all(&state, user.user_id, "logout_all").await?;
+    Ok(cleared(&state, StatusCode::NO_CONTENT))
+}
+
+/// The signed-in user's live sessions.
+#[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "sessions",
+    responses(
+        (status = 200, description = "Live sessions, most recently used first", body = SessionList),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> Result<Json<SessionList>, ApiError> {
+    let sessions = state
+        .store()
+        .live_sessions(Some(user.user_id), now_ms())
+        .await?
+        .into_iter()
+        .map(|s| SessionView {
+            id: s.id.0,
+            created_at: rfc3339(s.created_at),
+            last_used_at: rfc3339(s.last_used_at),
+            user_agent: s.user_agent,
+            ip: s.ip,
+            current: s.id == user.session_id,
+        })
+        .collect();
+    Ok(Json(SessionList { sessions }))
+}
+
+/// Revokes one of the signed-in user's sessions.
+#[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: no such live session of this user", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_session(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let sid: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
+    if session::revoke(&state, sid, Some(user.user_id), "revoked_by_user").await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    responses(
+        (status = 200, description = "The current user", body = UserView),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
+    let u = state.store().user_by_id(user.user_id).await?.filter(|u| u.disabled_at.is_none()).ok_or(ApiError::SessionRevoked)?;
+    Ok(Json(UserView::load(&state, &u).await?))
+}

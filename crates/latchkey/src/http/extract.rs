@@ -1,0 +1,207 @@
+//! Extractors: [`AuthUser`] (the way a route says "a signed-in user"), [`ApiJson`] (JSON
+//! bodies whose every failure is problem+json), and [`ClientCtx`] (IP and user agent).
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::body::Bytes;
+use ipnet::IpNet;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{SessionId, UserId};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tokens::access::{self, AccessClaims, TokenError};
+
+/// A request authenticated by a valid, unrevoked access token (cookie or Bearer).
+///
+/// ```ignore
+/// async fn profile(user: latchkey::AuthUser) -> String { user.user_id.to_string() }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub claims: AccessClaims,
+}
+
+/// The access token a request carries: `Authorization: Bearer`, else the access cookie.
+/// Two access cookies with different values are refused (cookie tossing).
+pub fn access_token_of(headers: &HeaderMap, cookie_name: &str) -> Result<Option<String>, ApiError> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v.to_str().map_err(|_| ApiError::TokenInvalid)?;
+        if let Some((scheme, token)) = v.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") {
+                let t = token.trim();
+                return if t.is_empty() { Err(ApiError::TokenInvalid) } else { Ok(Some(t.to_owned())) };
+            }
+        }
+    }
+    let values = crate::cookies::read_cookie(headers, cookie_name);
+    match values.as_slice() {
+        [] => Ok(None),
+        [first, rest @ ..] => {
+            if rest.iter().any(|v| v != first) {
+                Err(ApiError::TokenInvalid)
+            } else if first.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some((*first).to_owned()))
+            }
+        }
+    }
+}
+
+/// Whether the request authenticates with `Authorization: Bearer` (exempt from the origin check).
+pub fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .is_some_and(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+}
+
+/// Verifies an access token and checks its session is not revoked. The one place that
+/// turns a token into an identity.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, ApiError> {
+    let public_url = &state.config().public_url;
+    let mut result = access::verify(&state.keys().current(), public_url, token);
+    if result == Err(TokenError::UnknownKid) && state.keys().reload_for_unknown_kid().await {
+        result = access::verify(&state.keys().current(), public_url, token);
+    }
+    let claims = result.map_err(|e| match e {
+        TokenError::Expired => ApiError::TokenExpired,
+        TokenError::Invalid | TokenError::UnknownKid => ApiError::TokenInvalid,
+    })?;
+    if state.revocations().is_revoked(claims.sid) {
+        return Err(ApiError::SessionRevoked);
+    }
+    Ok(claims)
+}
+
+impl<S> FromRequestParts<S> for AuthUser
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let st = AppState::from_ref(state);
+        let token = access_token_of(&parts.headers, st.cookies().access_name())?.ok_or(ApiError::TokenMissing)?;
+        let claims = authenticate(&st, &token).await?;
+        Ok(AuthUser { user_id: claims.sub, session_id: claims.sid, claims })
+    }
+}
+
+/// A JSON body: 415 unless `Content-Type` is JSON, 413 over the body limit, 400 for
+/// malformed JSON or wrong field types — all problem+json, never a 5xx.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::InvalidRequest("the body could not be read".into()) }
+        })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            // The message names the problem and position, never echoes values.
+            let what = match e.classify() {
+                serde_json::error::Category::Data => "a field is missing or has the wrong type",
+                _ => "the body is not valid JSON",
+            };
+            ApiError::InvalidRequest(format!("{what} (line {}, column {})", e.line(), e.column()))
+        })
+    }
+}
+
+/// Who is asking: the client IP (through trusted proxies only) and user agent.
+#[derive(Debug, Clone)]
+pub struct ClientCtx {
+    pub ip: String,
+    pub user_agent: Option<String>,
+}
+
+/// The client IP: the socket peer, unless the peer is a trusted proxy, in which case the
+/// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    let peer = peer?;
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(s) = v.to_str() else { return Some(peer) };
+        for part in s.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(ip),
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    Some(chain.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer))
+}
+
+impl<S> FromRequestParts<S> for ClientCtx
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let st = AppState::from_ref(state);
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let ip = client_ip(peer, &parts.headers, &st.config().trusted_proxies).map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
+        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
+        Ok(ClientCtx { ip, user_agent })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"));
+        assert_eq!(client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(client_ip(Some("192.0.2.1".parse().unwrap()), &h, &trusted), Some("192.0.2.1".parse().unwrap()));
+        h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        assert_eq!(client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted), Some("10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn bearer_wins_and_differing_access_cookies_are_refused() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("access_token=a; access_token=b"));
+        assert!(matches!(access_token_of(&h, "access_token"), Err(ApiError::TokenInvalid)));
+        h.insert(header::COOKIE, HeaderValue::from_static("access_token=a; access_token=a"));
+        assert_eq!(access_token_of(&h, "access_token").unwrap().as_deref(), Some("a"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
+        assert_eq!(access_token_of(&h, "access_token").unwrap().as_deref(), Some("xyz"));
+    }
+}

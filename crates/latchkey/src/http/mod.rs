@@ -1,0 +1,55 @@
+//! The HTTP surface: router, extractors, the origin check, layers, and handlers by resource.
+
+pub mod auth;
+pub mod extract;
+pub mod middleware;
+pub mod ops;
+pub mod openapi;
+pub mod origin;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// latchkey's routes, without state or layers — merge them into a larger router and pass
+/// the result to [`app`].
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/auth/signup", post(auth::signup))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/logout-all", post(auth::logout_all))
+        .route("/api/v1/auth/sessions", get(auth::list_sessions))
+        .route("/api/v1/auth/sessions/{id}", delete(auth::delete_session))
+        .route("/api/v1/me", get(auth::me))
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/openapi.json", get(ops::openapi))
+}
+
+/// The complete application: latchkey's routes plus `extra` (pages, a host's own routes),
+/// with problem+json fallbacks, the origin check, the body limit, security headers and
+/// metrics applied to all of them.
+pub fn app(state: AppState, extra: Router<AppState>) -> Router {
+    routes()
+        .merge(extra)
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::layer))
+        .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(middleware::body_limit))
+        .layer(axum::middleware::from_fn(middleware::observe))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::security_headers))
+        .with_state(state)
+}
+
+/// [`app`] with no extra routes.
+pub fn router(state: AppState) -> Router {
+    app(state, Router::new())
+}

@@ -1,0 +1,74 @@
+//! The cross-origin check of SPEC 7 — the only place it lives.
+//!
+//! Unsafe methods are refused with 403 `cross_origin_rejected` when `Sec-Fetch-Site` is
+//! present and is neither `same-origin` nor `none`; without it, when `Origin` is present and
+//! not a trusted origin. Requests with neither header (curl, servers) pass, and so do
+//! Bearer-token requests (a browser cannot attach one cross-site without CORS, which
+//! latchkey does not grant).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::ApiError;
+use crate::http::extract::has_bearer;
+use crate::state::AppState;
+
+/// The decision, separate from the middleware so it can be tested as a table.
+pub fn allowed(method: &Method, headers: &HeaderMap, trusted: &[String]) -> bool {
+    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) || has_bearer(headers) {
+        return true;
+    }
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return matches!(site.to_str(), Ok("same-origin") | Ok("none"));
+    }
+    match headers.get(axum::http::header::ORIGIN) {
+        None => true,
+        Some(o) => o.to_str().is_ok_and(|o| trusted.iter().any(|t| t.eq_ignore_ascii_case(o))),
+    }
+}
+
+pub async fn layer(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if allowed(req.method(), req.headers(), &state.config().allowed_origins) {
+        next.run(req).await
+    } else {
+        ApiError::CrossOriginRejected.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn matrix() {
+        let trusted = vec!["http://localhost:8080".to_owned(), "https://app.example".to_owned()];
+        let cases: &[(Method, &[(&str, &str)], bool)] = &[
+            (Method::GET, &[("sec-fetch-site", "cross-site")], true),
+            (Method::POST, &[], true),
+            (Method::POST, &[("sec-fetch-site", "same-origin")], true),
+            (Method::POST, &[("sec-fetch-site", "none")], true),
+            (Method::POST, &[("sec-fetch-site", "same-site")], false),
+            (Method::POST, &[("sec-fetch-site", "cross-site")], false),
+            (Method::DELETE, &[("sec-fetch-site", "cross-site"), ("origin", "http://localhost:8080")], false),
+            (Method::POST, &[("origin", "http://localhost:8080")], true),
+            (Method::PUT, &[("origin", "https://app.example")], true),
+            (Method::PATCH, &[("origin", "https://evil.example")], false),
+            (Method::POST, &[("origin", "null")], false),
+            (Method::POST, &[("origin", "https://evil.example"), ("authorization", "Bearer x")], true),
+        ];
+        for (m, hs, want) in cases {
+            assert_eq!(allowed(m, &h(hs), &trusted), *want, "{m} {hs:?}");
+        }
+    }
+}

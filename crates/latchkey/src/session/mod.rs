@@ -1,0 +1,109 @@
+//! Sessions: starting one at sign-in ([`start`]), the refresh rule ([`rotation`]), and
+//! revocation reaching every instance ([`revocation`]).
+
+pub mod revocation;
+pub mod rotation;
+
+use std::time::Duration;
+
+use crate::clock::{ms, now_ms};
+use crate::domain::{SessionId, UserId};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::SessionRecord;
+use crate::tokens::{access, refresh::RefreshToken};
+
+/// What a sign-in or a refresh hands to the cookie writer.
+pub struct IssuedTokens {
+    pub access_token: String,
+    /// Unix seconds.
+    pub access_expires_at: i64,
+    pub access_max_age: Duration,
+    pub refresh_token: RefreshToken,
+    pub refresh_max_age: Duration,
+    pub session_id: SessionId,
+    pub user_id: UserId,
+}
+
+impl IssuedTokens {
+    pub fn cookies(&self) -> crate::cookies::AuthCookies<'_> {
+        crate::cookies::AuthCookies {
+            access_token: &self.access_token,
+            access_max_age: self.access_max_age,
+            refresh_token: self.refresh_token.expose(),
+            refresh_max_age: self.refresh_max_age,
+        }
+    }
+}
+
+/// Client details recorded with a session, for the session list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// Starts a new session for `user` and issues its first tokens.
+pub async fn start(state: &AppState, user: UserId, client: ClientInfo) -> Result<IssuedTokens, ApiError> {
+    let cfg = state.config();
+    let now = now_ms();
+    let token = RefreshToken::generate();
+    let absolute = now.saturating_add(ms(cfg.session_max_age));
+    let record = SessionRecord {
+        id: SessionId::new(),
+        user_id: user,
+        current_hash: token.hash(),
+        previous_hash: None,
+        rotated_at: None,
+        created_at: now,
+        last_used_at: now,
+        idle_expires_at: now.saturating_add(ms(cfg.refresh_ttl)).min(absolute),
+        absolute_expires_at: absolute,
+        revoked_at: None,
+        user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
+        ip: client.ip,
+    };
+    state.store().insert_session(&record).await?;
+    issue(state, &record, token, now)
+}
+
+/// Signs an access token for the session and pairs it with `refresh`.
+pub(crate) fn issue(state: &AppState, s: &SessionRecord, refresh: RefreshToken, now: i64) -> Result<IssuedTokens, ApiError> {
+    let cfg = state.config();
+    let ttl = cfg.access_ttl.as_secs() as i64;
+    let keys = state.keys().current();
+    let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now / 1000, ttl).map_err(ApiError::internal)?;
+    let refresh_left = (s.expires_at() - now).max(0) as u64;
+    Ok(IssuedTokens {
+        access_token: token,
+        access_expires_at: claims.exp,
+        access_max_age: cfg.access_ttl,
+        refresh_token: refresh,
+        refresh_max_age: Duration::from_millis(refresh_left),
+        session_id: s.id,
+        user_id: s.user_id,
+    })
+}
+
+/// Revokes one session: in the store, and at once in this instance's revoked set.
+pub async fn revoke(state: &AppState, sid: SessionId, user: Option<UserId>, reason: &str) -> Result<bool, ApiError> {
+    let now = now_ms();
+    let done = state.store().revoke_session(sid, user, now, reason).await?;
+    if done {
+        state.revocations().insert(sid, now);
+        metrics::counter!("latchkey_revocations_total", "reason" => reason.to_owned()).increment(1);
+    }
+    Ok(done)
+}
+
+/// Revokes every session of a user.
+pub async fn revoke_all(state: &AppState, user: UserId, reason: &str) -> Result<u64, ApiError> {
+    let now = now_ms();
+    let live = state.store().live_sessions(Some(user), now).await?;
+    let n = state.store().revoke_user_sessions(user, now, reason).await?;
+    for s in live {
+        state.revocations().insert(s.id, now);
+    }
+    metrics::counter!("latchkey_revocations_total", "reason" => reason.to_owned()).increment(n);
+    Ok(n)
+}

@@ -1,0 +1,155 @@
+//! Application state: everything a request needs, built once at start.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::clock::{ms, now_ms};
+use crate::config::Config;
+use crate::cookies::CookiePolicy;
+use crate::password::PasswordHasher;
+use crate::ratelimit::{Limits, MemoryLimiter};
+use crate::session::revocation::Revocations;
+use crate::store::{self, Store, StoreError};
+use crate::tokens::access::LEEWAY_SECS;
+use crate::tokens::keys::{KeyRing, RETIRED_KEY_MARGIN};
+use crate::tokens::refresh::RefreshSecret;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("password hashing: {0}")]
+    Password(#[from] crate::password::HashError),
+}
+
+/// Shared state of a running latchkey. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    config: Config,
+    cookies: CookiePolicy,
+    store: Arc<dyn Store>,
+    keys: KeyRing,
+    revocations: Revocations,
+    hasher: PasswordHasher,
+    limiter: Limits,
+    refresh_secret: RefreshSecret,
+    metrics: PrometheusHandle,
+}
+
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // A host application may already have a recorder; then its recorder gets the
+            // metrics and this handle renders nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+impl AppState {
+    /// Connects to the store, migrates it, loads keys and the server secret, and starts the
+    /// background sync (revocations, keys) and pruning tasks.
+    pub async fn start(config: Config) -> Result<Self, StartError> {
+        let store = store::connect(&config.database_url).await?;
+        store.migrate().await?;
+        Self::with_store(config, store).await
+    }
+
+    /// Like [`AppState::start`] with an already opened, migrated store.
+    pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
+        let keys = KeyRing::load(store.clone(), config.access_ttl).await?;
+        let secret = store.server_secret("refresh_hmac", &RefreshSecret::generate_bytes()).await?;
+        let refresh_secret = RefreshSecret::from_bytes(&secret).ok_or_else(|| StoreError::Other("stored refresh secret has the wrong length".into()))?;
+        let horizon = ms(config.access_ttl) + (LEEWAY_SECS as i64) * 1000 + ms(RETIRED_KEY_MARGIN);
+        let revocations = Revocations::new(horizon);
+        let next = revocations.sync(&*store, now_ms() - horizon).await?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let hasher = PasswordHasher::new(config.password, cores)?;
+        let memory = Arc::new(MemoryLimiter::new(config.rate_limits));
+        let state = Self(Arc::new(Inner {
+            cookies: CookiePolicy::new(config.production),
+            limiter: Limits(memory.clone()),
+            config,
+            store,
+            keys,
+            revocations,
+            hasher,
+            refresh_secret,
+            metrics: metrics_handle(),
+        }));
+        state.spawn_background(next, memory);
+        Ok(state)
+    }
+
+    fn spawn_background(&self, mut since: i64, memory: Arc<MemoryLimiter>) {
+        // The tasks hold a weak reference: they end when the last AppState is dropped.
+        let weak = Arc::downgrade(&self.0);
+        let every = self.0.config.poll_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                match inner.revocations.sync(&*inner.store, since).await {
+                    Ok(next) => since = next,
+                    Err(e) => tracing::warn!(error = %e, "revocation sync failed; retrying"),
+                }
+                n += 1;
+                // Keys change rarely: every ~10 polls (5 s by default).
+                if n % 10 == 0 {
+                    if let Err(e) = inner.keys.reload().await {
+                        tracing::warn!(error = %e, "key reload failed; retrying");
+                    }
+                    memory.prune();
+                }
+                metrics::gauge!("latchkey_revoked_sessions_cached").set(inner.revocations.len() as f64);
+            }
+        });
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+    pub fn cookies(&self) -> CookiePolicy {
+        self.0.cookies
+    }
+    pub fn store(&self) -> &dyn Store {
+        &*self.0.store
+    }
+    pub fn store_arc(&self) -> Arc<dyn Store> {
+        self.0.store.clone()
+    }
+    pub fn keys(&self) -> &KeyRing {
+        &self.0.keys
+    }
+    pub fn revocations(&self) -> &Revocations {
+        &self.0.revocations
+    }
+    pub fn hasher(&self) -> &PasswordHasher {
+        &self.0.hasher
+    }
+    pub fn limiter(&self) -> &Limits {
+        &self.0.limiter
+    }
+    pub fn refresh_secret(&self) -> &RefreshSecret {
+        &self.0.refresh_secret
+    }
+    pub fn metrics(&self) -> &PrometheusHandle {
+        &self.0.metrics
+    }
+    /// The header read timeout the server should use.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.0.config.header_read_timeout
+    }
+}

@@ -1,0 +1,180 @@
+//! The storage boundary. Handlers and session logic talk to [`Store`]; SQL lives only in
+//! its implementations ([`sqlite::SqliteStore`], selected by `DATABASE_URL`).
+//!
+//! Timestamps are Unix milliseconds (`i64`) so the grace window and expiries are exact and
+//! both backends store the same thing.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::ExposeSecret;
+
+use crate::domain::{Email, SessionId, UserId};
+use crate::error::anyhow_like::Source;
+
+/// SHA-256 of a refresh token: all the store ever knows of one.
+pub type TokenHash = [u8; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness constraint refused the write (e.g. the email is taken).
+    #[error("conflict")]
+    Conflict,
+    /// The database cannot be reached right now; callers answer 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(Source),
+    #[error("database error: {0}")]
+    Other(Source),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A user as stored.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub id: UserId,
+    pub email: Email,
+    pub name: Option<String>,
+    /// PHC string; `None` for accounts that only sign in with Google.
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+}
+
+/// A new password account.
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub name: Option<String>,
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+    pub created_at: i64,
+}
+
+/// A session (one family of refresh tokens) as stored.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub current_hash: TokenHash,
+    pub previous_hash: Option<TokenHash>,
+    pub rotated_at: Option<i64>,
+    pub created_at: i64,
+    pub last_used_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+impl SessionRecord {
+    pub fn expires_at(&self) -> i64 {
+        self.idle_expires_at.min(self.absolute_expires_at)
+    }
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at()
+    }
+}
+
+/// Which of a session's tokens a presented hash matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenMatch {
+    /// The session's current token.
+    Current,
+    /// The token the current one replaced.
+    Previous,
+    /// An older token of the session, retired before the previous one.
+    Retired,
+}
+
+/// A signing key as stored (private key as PKCS#8 DER).
+#[derive(Clone)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub private_der: Vec<u8>,
+    pub public_key: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What latchkey needs from a database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+    /// Cheap round trip, for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+
+    async fn create_user(&self, user: NewUser) -> Result<UserRecord>;
+    async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>>;
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>>;
+    /// Sets or clears `disabled_at`; false when no such user.
+    async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool>;
+    /// Sign-in methods of a user: `password` and/or identity provider names.
+    async fn user_providers(&self, id: UserId) -> Result<Vec<String>>;
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+    /// The session one of whose tokens (current, previous or older retired) has this hash.
+    async fn session_by_token_hash(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, TokenMatch)>>;
+    /// Atomically replaces the current token if it is still `expected` and the session is
+    /// not revoked (compare-and-swap): the old current becomes the previous, the old
+    /// previous is remembered as retired (for reuse detection). False when
+    /// another request rotated or revoked first.
+    async fn rotate_session(&self, id: SessionId, expected: &TokenHash, new: &TokenHash, now: i64, idle_expires_at: i64) -> Result<bool>;
+    /// Revokes one session (of `user` when given); false when not found or already revoked.
+    async fn revoke_session(&self, id: SessionId, user: Option<UserId>, now: i64, reason: &str) -> Result<bool>;
+    /// Revokes every live session of a user; returns how many.
+    async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64>;
+    /// Sessions not revoked and not expired, newest first; all users when `user` is None.
+    async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>>;
+    /// Sessions revoked at or after `since`, with when.
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>>;
+
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>>;
+    /// Inserts a key; when `retire_others_at` is set, marks every other unretired key retired.
+    async fn insert_signing_key(&self, key: &KeyRecord, retire_others_at: Option<i64>) -> Result<()>;
+    /// Deletes keys retired before `before`.
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64>;
+    /// The named server secret; `candidate` is stored first if none exists (first writer
+    /// wins, so concurrent first starts agree).
+    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// Opens the store that `database_url` names.
+pub async fn connect(database_url: &secrecy::SecretString) -> Result<Arc<dyn Store>> {
+    let url = database_url.expose_secret();
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else {
+        Err(StoreError::Other("PostgreSQL support is not built yet (DATABASE_URL=postgres://…)".into()))
+    }
+}
+
+pub(crate) fn hash_from_vec(v: Vec<u8>) -> Result<TokenHash> {
+    v.try_into().map_err(|_| StoreError::Other("stored token hash has the wrong length".into()))
+}
+
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+            StoreError::Unavailable(Box::new(e))
+        }
+        _ => StoreError::Other(Box::new(e)),
+    }
+}

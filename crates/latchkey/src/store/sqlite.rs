@@ -1,0 +1,376 @@
+//! SQLite implementation of [`Store`]: WAL journal, one writer at a time, every write a
+//! single statement (rotation is a compare-and-swap `UPDATE`), so no transaction ever has
+//! to upgrade a read lock.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{KeyRecord, NewUser, Result, SessionRecord, Store, StoreError, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec};
+use crate::domain::{Email, SessionId, UserId};
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: Option<String>,
+    password_hash: Option<String>,
+    email_verified: bool,
+    created_at: i64,
+    disabled_at: Option<i64>,
+}
+
+impl TryFrom<UserRow> for UserRecord {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<Self> {
+        Ok(UserRecord {
+            id: parse_id(&r.id)?,
+            email: Email::from_store(r.email),
+            name: r.name,
+            password_hash: r.password_hash,
+            email_verified: r.email_verified,
+            created_at: r.created_at,
+            disabled_at: r.disabled_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    user_id: String,
+    current_hash: Vec<u8>,
+    previous_hash: Option<Vec<u8>>,
+    rotated_at: Option<i64>,
+    created_at: i64,
+    last_used_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    revoked_at: Option<i64>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl TryFrom<SessionRow> for SessionRecord {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Self> {
+        Ok(SessionRecord {
+            id: SessionId(parse_uuid(&r.id)?),
+            user_id: UserId(parse_uuid(&r.user_id)?),
+            current_hash: hash_from_vec(r.current_hash)?,
+            previous_hash: r.previous_hash.map(hash_from_vec).transpose()?,
+            rotated_at: r.rotated_at,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            idle_expires_at: r.idle_expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            revoked_at: r.revoked_at,
+            user_agent: r.user_agent,
+            ip: r.ip,
+        })
+    }
+}
+
+fn parse_uuid(s: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(s).map_err(|e| StoreError::Other(Box::new(e)))
+}
+
+fn parse_id(s: &str) -> Result<UserId> {
+    parse_uuid(s).map(UserId)
+}
+
+const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip";
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or `sqlite::memory:`).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let memory = url.contains(":memory:");
+        let opts = SqliteConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(Box::new(e)))?
+            .create_if_missing(true)
+            .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // An in-memory database lives in its one connection: keep exactly one, forever.
+        let pool_opts = if memory {
+            SqlitePoolOptions::new().min_connections(1).max_connections(1).idle_timeout(None).max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(8)
+        };
+        let pool = pool_opts
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(classify)?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<()> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Other(Box::new(e)))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(u.id.0.to_string())
+            .bind(u.email.as_str())
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(u.email_verified)
+            .bind(u.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(UserRecord {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            password_hash: u.password_hash,
+            email_verified: u.email_verified,
+            created_at: u.created_at,
+            disabled_at: None,
+        })
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRow>("SELECT id, email, name, password_hash, email_verified, created_at, disabled_at FROM users WHERE email = ?")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .map(UserRecord::try_from)
+            .transpose()
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRow>("SELECT id, email, name, password_hash, email_verified, created_at, disabled_at FROM users WHERE id = ?")
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .map(UserRecord::try_from)
+            .transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        sqlx::query_as::<_, UserRow>("SELECT id, email, name, password_hash, email_verified, created_at, disabled_at FROM users ORDER BY created_at, email")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(UserRecord::try_from)
+            .collect()
+    }
+
+    async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool> {
+        let r = sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
+            .bind(disabled_at)
+            .bind(id.0.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn user_providers(&self, id: UserId) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT 'password' FROM users WHERE id = ?1 AND password_hash IS NOT NULL \
+             UNION ALL SELECT DISTINCT 'google' FROM identities WHERE user_id = ?1",
+        )
+        .bind(id.0.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip) \
+             VALUES (?, ?, ?, NULL, NULL, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id.0.to_string())
+        .bind(s.user_id.0.to_string())
+        .bind(&s.current_hash[..])
+        .bind(s.created_at)
+        .bind(s.last_used_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn session_by_token_hash(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, TokenMatch)>> {
+        let q = sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE current_hash = ?1 OR previous_hash = ?1 LIMIT 1"));
+        let row = sqlx::query_as::<_, SessionRow>(q).bind(&hash[..]).fetch_optional(&self.pool).await.map_err(classify)?;
+        if let Some(row) = row {
+            let rec = SessionRecord::try_from(row)?;
+            let m = if &rec.current_hash == hash { TokenMatch::Current } else { TokenMatch::Previous };
+            return Ok(Some((rec, m)));
+        }
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM retired_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?1",
+            SESSION_COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+        ));
+        let row = sqlx::query_as::<_, SessionRow>(q).bind(&hash[..]).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.map(|r| Ok((SessionRecord::try_from(r)?, TokenMatch::Retired))).transpose()
+    }
+
+    async fn rotate_session(&self, id: SessionId, expected: &TokenHash, new: &TokenHash, now: i64, idle_expires_at: i64) -> Result<bool> {
+        // IMMEDIATE takes the write lock up front: no read-to-write upgrade, no deadlock.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        sqlx::query(
+            "INSERT INTO retired_tokens (hash, session_id, retired_at) \
+             SELECT previous_hash, id, ? FROM sessions WHERE id = ? AND current_hash = ? AND previous_hash IS NOT NULL AND revoked_at IS NULL \
+             ON CONFLICT(hash) DO NOTHING",
+        )
+        .bind(now)
+        .bind(id.0.to_string())
+        .bind(&expected[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        let r = sqlx::query(
+            "UPDATE sessions SET previous_hash = current_hash, current_hash = ?, rotated_at = ?, last_used_at = ?, idle_expires_at = ? \
+             WHERE id = ? AND current_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(&new[..])
+        .bind(now)
+        .bind(now)
+        .bind(idle_expires_at)
+        .bind(id.0.to_string())
+        .bind(&expected[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_session(&self, id: SessionId, user: Option<UserId>, now: i64, reason: &str) -> Result<bool> {
+        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND (? IS NULL OR user_id = ?) AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(id.0.to_string())
+            .bind(user.map(|u| u.0.to_string()))
+            .bind(user.map(|u| u.0.to_string()))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64> {
+        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(user.0.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
+             AND (?2 IS NULL OR user_id = ?2) ORDER BY last_used_at DESC"
+        ));
+        sqlx::query_as::<_, SessionRow>(q)
+            .bind(now)
+            .bind(user.map(|u| u.0.to_string()))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SessionRecord::try_from)
+            .collect()
+    }
+
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(|(id, at)| Ok((SessionId(parse_uuid(&id)?), at))).collect()
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
+        let rows: Vec<(String, Vec<u8>, Vec<u8>, i64, Option<i64>)> =
+            sqlx::query_as("SELECT kid, private_der, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(kid, private_der, public_key, created_at, retired_at)| KeyRecord { kid, private_der, public_key, created_at, retired_at })
+            .collect())
+    }
+
+    async fn insert_signing_key(&self, k: &KeyRecord, retire_others_at: Option<i64>) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        if let Some(at) = retire_others_at {
+            sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        sqlx::query("INSERT INTO signing_keys (kid, private_der, public_key, created_at, retired_at) VALUES (?, ?, ?, ?, NULL)")
+            .bind(&k.kid)
+            .bind(&k.private_der)
+            .bind(&k.public_key)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .bind(crate::clock::now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        let (v,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(v)
+    }
+}

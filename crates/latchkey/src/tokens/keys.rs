@@ -1,0 +1,133 @@
+//! Ed25519 signing keys: generated on first start, kept in the store so restarts and other
+//! instances share them, rotated by `latchkey keys rotate`, published as a JWK set.
+//!
+//! A retired key keeps verifying for `ACCESS_TOKEN_TTL` plus [`RETIRED_KEY_MARGIN`] after its
+//! retirement — long enough for every token it signed to expire, including tokens signed by
+//! an instance that had not yet reloaded the key set.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::EncodePrivateKey;
+use jsonwebtoken::{DecodingKey, EncodingKey};
+use sha2::{Digest, Sha256};
+
+use crate::clock::{ms, now_ms};
+use crate::store::{KeyRecord, Store, StoreError};
+
+/// Extra time a retired key keeps verifying, beyond the access-token lifetime.
+pub const RETIRED_KEY_MARGIN: Duration = Duration::from_secs(120);
+/// An unknown `kid` reloads the key set at most this often (a forged `kid` cannot make
+/// every request hit the store).
+const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The keys in force at one moment.
+pub struct KeySet {
+    /// The newest unretired key: `(kid, key)`.
+    pub signing: (String, EncodingKey),
+    pub verifying: HashMap<String, DecodingKey>,
+    pub jwks: serde_json::Value,
+}
+
+/// The shared, reloadable key ring.
+#[derive(Clone)]
+pub struct KeyRing {
+    store: Arc<dyn Store>,
+    access_ttl: Duration,
+    current: Arc<RwLock<Arc<KeySet>>>,
+    last_unknown_reload: Arc<Mutex<Option<Instant>>>,
+}
+
+/// A freshly generated key record.
+pub fn generate_key(now: i64) -> Result<KeyRecord, StoreError> {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let der = sk.to_pkcs8_der().map_err(|e| StoreError::Other(Box::new(e)))?;
+    let public_key = sk.verifying_key().to_bytes().to_vec();
+    let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&public_key)[..12]);
+    Ok(KeyRecord { kid, private_der: der.as_bytes().to_vec(), public_key, created_at: now, retired_at: None })
+}
+
+fn jwk(k: &KeyRecord) -> serde_json::Value {
+    serde_json::json!({
+        "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+        "kid": k.kid, "x": URL_SAFE_NO_PAD.encode(&k.public_key),
+    })
+}
+
+impl KeyRing {
+    /// Loads the keys, creating the first one if the store has none.
+    pub async fn load(store: Arc<dyn Store>, access_ttl: Duration) -> Result<Self, StoreError> {
+        let set = Self::build(&*store, access_ttl, true).await?;
+        Ok(Self {
+            store,
+            access_ttl,
+            current: Arc::new(RwLock::new(Arc::new(set))),
+            last_unknown_reload: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    async fn build(store: &dyn Store, access_ttl: Duration, create: bool) -> Result<KeySet, StoreError> {
+        let now = now_ms();
+        let mut records = store.signing_keys().await?;
+        if !records.iter().any(|k| k.retired_at.is_none()) {
+            if !create {
+                return Err(StoreError::Other("no signing key in the store".into()));
+            }
+            store.insert_signing_key(&generate_key(now)?, None).await?;
+            records = store.signing_keys().await?;
+        }
+        let keep_until = ms(access_ttl) + ms(RETIRED_KEY_MARGIN);
+        let live: Vec<&KeyRecord> = records.iter().filter(|k| k.retired_at.is_none_or(|r| r + keep_until > now)).collect();
+        let signer = live
+            .iter()
+            .filter(|k| k.retired_at.is_none())
+            .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+            .ok_or_else(|| StoreError::Other("no signing key".into()))?;
+        let verifying = live.iter().map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key))).collect();
+        let jwks = serde_json::json!({ "keys": live.iter().map(|k| jwk(k)).collect::<Vec<_>>() });
+        Ok(KeySet { signing: (signer.kid.clone(), EncodingKey::from_ed_der(&signer.private_der)), verifying, jwks })
+    }
+
+    /// The keys in force now.
+    pub fn current(&self) -> Arc<KeySet> {
+        self.current.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    /// Re-reads the store (periodically, and after a rotation).
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        let set = Arc::new(Self::build(&*self.store, self.access_ttl, false).await?);
+        match self.current.write() {
+            Ok(mut g) => *g = set,
+            Err(p) => *p.into_inner() = set,
+        }
+        Ok(())
+    }
+
+    /// Called when a token names a `kid` we do not know: reload, but not more often than
+    /// every few seconds. Returns whether a reload happened.
+    pub async fn reload_for_unknown_kid(&self) -> bool {
+        {
+            let Ok(mut last) = self.last_unknown_reload.lock() else { return false };
+            if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
+                return false;
+            }
+            *last = Some(Instant::now());
+        }
+        self.reload().await.is_ok()
+    }
+
+    /// Generates a new signing key, retires the others (they keep verifying until their
+    /// tokens expire) and prunes keys past that.
+    pub async fn rotate(store: &dyn Store, access_ttl: Duration) -> Result<KeyRecord, StoreError> {
+        let now = now_ms();
+        let key = generate_key(now)?;
+        store.insert_signing_key(&key, Some(now)).await?;
+        store.prune_signing_keys(now - ms(access_ttl) - ms(RETIRED_KEY_MARGIN)).await?;
+        Ok(key)
+    }
+}
