@@ -52,7 +52,8 @@ impl CookiePolicy {
     }
 
     fn base(&self, name: &'static str, value: String, path: &'static str, same_site: SameSite, max_age: Duration) -> Cookie<'static> {
-        let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        // Rounded up: a cookie must not vanish from the browser before its token expires.
+        let secs = i64::try_from(max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0)).unwrap_or(i64::MAX);
         Cookie::build((name, value))
             .http_only(true)
             .secure(self.production)
