@@ -12,7 +12,7 @@ export interface ClientOptions {
   loginUrl?: string;
   /**
    * Default handler for this client. When omitted: `alert("Session expired. Please log in again.")`
-   * then `location.assign(loginUrl + '?next=' + encodeURIComponent(location.pathname + location.search))`;
+   * then `location.replace(loginUrl + '?next=' + encodeURIComponent(location.pathname + location.search))`;
    * does nothing at all when the page already is the login page.
    */
   onAuthFail?: AuthFailHandler;

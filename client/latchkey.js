@@ -84,7 +84,9 @@ export function createClient({
       // Already on the login page: it asks the user to sign in anyway, so no alert, no reload.
       if (pathname == pathOf(loginUrl)) return
       alert('Session expired. Please log in again.')
-      location.assign(loginUrl + '?next=' + encodeURIComponent(pathname + search))
+      // replace, not assign: Back from the login page must not return to a page that only
+      // sends the user to the login page again (one more alert each time).
+      location.replace(loginUrl + '?next=' + encodeURIComponent(pathname + search))
     })
   const refreshPath = pathOf(refreshUrl)
   /** @type {Promise<Episode> | null} */

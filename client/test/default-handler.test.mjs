@@ -13,7 +13,8 @@ function page(pathname, search = '') {
     pathname,
     search,
     href: `http://localhost${pathname}${search}`,
-    assign: (url) => assigned.push(url),
+    replace: (url) => assigned.push(url),
+    assign: () => assert.fail('location.assign: Back would return to the page that redirected'),
   };
 }
 beforeEach(() => {

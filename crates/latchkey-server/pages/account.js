@@ -24,6 +24,14 @@ const showStatus = (text) => {
   statusBox.textContent = text;
 };
 
+/**
+ * Private data never comes from the HTTP cache: the API's answers carry no Cache-Control, and
+ * on Back/Forward Chrome serves a page's fetches from its cache even when stale — after
+ * sign-out, Back would show the profile again.
+ * @type {RequestInit}
+ */
+const PRIVATE = { cache: 'no-store' };
+
 const dateFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 
 /**
@@ -188,7 +196,10 @@ signOutButton(/** @type {HTMLButtonElement} */ ($('logout-all')), '/api/v1/auth/
 async function load() {
   try {
     // Both calls may hit an expired access token at once: secureFetch makes one refresh for both.
-    const [meRes, sessionsRes] = await Promise.all([secureFetch('/api/v1/me'), secureFetch('/api/v1/auth/sessions')]);
+    const [meRes, sessionsRes] = await Promise.all([
+      secureFetch('/api/v1/me', PRIVATE),
+      secureFetch('/api/v1/auth/sessions', PRIVATE),
+    ]);
     if (meRes.status === 401 || sessionsRes.status === 401) {
       // onAuthFail has already run (and is taking the user to /login).
       $('loading').textContent = 'Your session has expired.';

@@ -1,6 +1,11 @@
 // Home page (/): tells whether you are signed in. Served at /static/home.js.
 import { secureFetch } from '/client/latchkey.js';
 
+// Restored from the back/forward cache (e.g. Back after signing out): check again.
+addEventListener('pageshow', (event) => {
+  if (event.persisted) location.reload();
+});
+
 const status = /** @type {HTMLElement} */ (document.getElementById('status'));
 const loginLink = /** @type {HTMLAnchorElement} */ (document.getElementById('link-login'));
 const accountLink = /** @type {HTMLAnchorElement} */ (document.getElementById('link-account'));
@@ -24,7 +29,8 @@ const notSignedIn = () => show('signed-out', 'You are not signed in.');
 
 try {
   // Visitors who are not signed in are not sent to /login from here: this handler only says so.
-  const res = await secureFetch('/api/v1/me', {}, notSignedIn);
+  // cache: 'no-store': on Back after sign-out, Chrome would answer from its HTTP cache.
+  const res = await secureFetch('/api/v1/me', { cache: 'no-store' }, notSignedIn);
   if (res.ok) {
     const me = await res.json();
     show('signed-in', `You are signed in as ${me.name ? `${me.name} (${me.email})` : me.email}.`);

@@ -35,6 +35,7 @@ pub mod cookies;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod oidc;
 pub mod password;
 pub mod ratelimit;
 pub mod server;

@@ -1,7 +1,8 @@
 //! Rate limits (SPEC 8): login/signup per client IP and per email, refresh per session.
 //!
 //! [`RateLimiter`] is the interface; [`MemoryLimiter`] (GCRA via `governor`) serves one
-//! instance. A shared backend can implement the same trait.
+//! instance; the PostgreSQL store offers a shared one ([`crate::store::postgres::PgRateLimiter`]),
+//! chosen through [`crate::store::Store::rate_limiter`].
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use crate::error::ApiError;
 pub trait RateLimiter: Send + Sync + 'static {
     /// `Err(wait)` when over the limit.
     async fn check(&self, bucket: Bucket, key: &str) -> Result<(), Duration>;
+    /// Periodic housekeeping (dropping idle keys), called by the background task.
+    async fn maintain(&self) {}
 }
 
 /// The limited kinds of request.
@@ -68,6 +71,10 @@ impl RateLimiter for MemoryLimiter {
         };
         l.check_key(&key.to_owned()).map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
     }
+
+    async fn maintain(&self) {
+        self.prune();
+    }
 }
 
 /// The limiter as the handlers use it: maps "over the limit" to 429 with `Retry-After`.
@@ -80,13 +87,14 @@ fn limited(wait: Duration) -> ApiError {
 }
 
 impl Limits {
-    /// Login/signup: per client IP, then per email.
-    pub async fn check_auth(&self, ip: &str, email: Option<&str>) -> Result<(), ApiError> {
-        self.0.check(Bucket::AuthPerIp, ip).await.map_err(limited)?;
-        if let Some(e) = email {
-            self.0.check(Bucket::AuthPerEmail, e).await.map_err(limited)?;
-        }
-        Ok(())
+    /// Login/signup attempts per client IP.
+    pub async fn check_auth_ip(&self, ip: &str) -> Result<(), ApiError> {
+        self.0.check(Bucket::AuthPerIp, ip).await.map_err(limited)
+    }
+
+    /// Login/signup attempts per canonical email.
+    pub async fn check_auth_email(&self, email: &str) -> Result<(), ApiError> {
+        self.0.check(Bucket::AuthPerEmail, email).await.map_err(limited)
     }
 
     pub async fn check_refresh(&self, session: &str) -> Result<(), ApiError> {

@@ -8,8 +8,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::clock::{ms, now_ms};
 use crate::config::Config;
 use crate::cookies::CookiePolicy;
+use crate::oidc::GoogleProvider;
+use crate::oidc::state_cookie::StateSealer;
 use crate::password::PasswordHasher;
-use crate::ratelimit::{Limits, MemoryLimiter};
+use crate::ratelimit::{Limits, MemoryLimiter, RateLimiter};
 use crate::session::revocation::Revocations;
 use crate::store::{self, Store, StoreError};
 use crate::tokens::access::LEEWAY_SECS;
@@ -23,6 +25,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("password hashing: {0}")]
     Password(#[from] crate::password::HashError),
+    #[error("google sign-in: {0}")]
+    Google(String),
 }
 
 /// Shared state of a running latchkey. Cheap to clone.
@@ -39,6 +43,8 @@ struct Inner {
     limiter: Limits,
     refresh_secret: RefreshSecret,
     metrics: PrometheusHandle,
+    /// Google sign-in, when configured. Makes no network call until first used.
+    google: Option<Arc<GoogleProvider>>,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -74,10 +80,18 @@ impl AppState {
         let next = revocations.sync(&*store, now_ms() - horizon).await?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let hasher = PasswordHasher::new(config.password, cores)?;
-        let memory = Arc::new(MemoryLimiter::new(config.rate_limits));
+        let google = match &config.google {
+            Some(g) => {
+                let key = store.server_secret("oauth_state_key", &StateSealer::generate_key()).await?;
+                Some(Arc::new(GoogleProvider::new(g, &config.public_url, &key).map_err(StartError::Google)?))
+            }
+            None => None,
+        };
+        // Shared through the store when it can (PostgreSQL: limits hold across instances).
+        let limiter: Arc<dyn RateLimiter> = store.rate_limiter(config.rate_limits).unwrap_or_else(|| Arc::new(MemoryLimiter::new(config.rate_limits)));
         let state = Self(Arc::new(Inner {
             cookies: CookiePolicy::new(config.production),
-            limiter: Limits(memory.clone()),
+            limiter: Limits(limiter.clone()),
             config,
             store,
             keys,
@@ -85,12 +99,13 @@ impl AppState {
             hasher,
             refresh_secret,
             metrics: metrics_handle(),
+            google,
         }));
-        state.spawn_background(next, memory);
+        state.spawn_background(next, limiter);
         Ok(state)
     }
 
-    fn spawn_background(&self, mut since: i64, memory: Arc<MemoryLimiter>) {
+    fn spawn_background(&self, mut since: i64, limiter: Arc<dyn RateLimiter>) {
         // The tasks hold a weak reference: they end when the last AppState is dropped.
         let weak = Arc::downgrade(&self.0);
         let every = self.0.config.poll_interval;
@@ -111,7 +126,7 @@ impl AppState {
                     if let Err(e) = inner.keys.reload().await {
                         tracing::warn!(error = %e, "key reload failed; retrying");
                     }
-                    memory.prune();
+                    limiter.maintain().await;
                 }
                 metrics::gauge!("latchkey_revoked_sessions_cached").set(inner.revocations.len() as f64);
             }
@@ -147,6 +162,10 @@ impl AppState {
     }
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.0.metrics
+    }
+    /// Google sign-in, when `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` are set.
+    pub fn google(&self) -> Option<&GoogleProvider> {
+        self.0.google.as_deref()
     }
     /// The header read timeout the server should use.
     pub fn header_read_timeout(&self) -> Duration {

@@ -117,9 +117,9 @@ fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
         (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn signup(State(state): State<AppState>, client: ClientCtx, ApiJson(req): ApiJson<SignupRequest>) -> Result<Response, ApiError> {
-    state.limiter().check_auth(&client.ip, None).await?;
+    state.limiter().check_auth_ip(&client.ip).await?;
     let email = Email::parse(&req.email).map_err(|_| ApiError::InvalidEmail)?;
-    state.limiter().check_auth(&client.ip, Some(email.as_str())).await?;
+    state.limiter().check_auth_email(email.as_str()).await?;
     let name = clean_name(req.name)?;
     let password = Password::parse(req.password).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
     let hash = state.hasher().hash(password).await.map_err(ApiError::internal)?;
@@ -149,10 +149,10 @@ pub async fn signup(State(state): State<AppState>, client: ClientCtx, ApiJson(re
         (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login(State(state): State<AppState>, client: ClientCtx, ApiJson(req): ApiJson<LoginRequest>) -> Result<Response, ApiError> {
-    state.limiter().check_auth(&client.ip, None).await?;
+    state.limiter().check_auth_ip(&client.ip).await?;
     let email = Email::parse(&req.email).ok();
     if let Some(e) = &email {
-        state.limiter().check_auth(&client.ip, Some(e.as_str())).await?;
+        state.limiter().check_auth_email(e.as_str()).await?;
     }
     let user = match &email {
         Some(e) => state.store().user_by_email(e).await?,

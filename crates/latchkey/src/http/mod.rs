@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod extract;
+pub mod google;
 pub mod middleware;
 pub mod ops;
 pub mod openapi;
@@ -25,6 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
         .route("/api/v1/auth/sessions", get(auth::list_sessions))
         .route("/api/v1/auth/sessions/{id}", delete(auth::delete_session))
+        .route("/api/v1/auth/google/login", get(google::login))
+        .route("/api/v1/auth/google/callback", get(google::callback))
         .route("/api/v1/me", get(auth::me))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))

@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 
 use crate::error::Problem;
-use crate::http::{auth, ops};
+use crate::http::{auth, google, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,6 +11,7 @@ use crate::http::{auth, ops};
     paths(
         auth::signup, auth::login, auth::refresh, auth::logout, auth::logout_all,
         auth::list_sessions, auth::delete_session, auth::me,
+        google::login, google::callback,
         ops::jwks, ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList)),

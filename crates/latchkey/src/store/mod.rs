@@ -1,9 +1,11 @@
 //! The storage boundary. Handlers and session logic talk to [`Store`]; SQL lives only in
-//! its implementations ([`sqlite::SqliteStore`], selected by `DATABASE_URL`).
+//! its implementations ([`sqlite::SqliteStore`], [`postgres::PostgresStore`]), selected by
+//! `DATABASE_URL`.
 //!
 //! Timestamps are Unix milliseconds (`i64`) so the grace window and expiries are exact and
 //! both backends store the same thing.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -11,8 +13,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use secrecy::ExposeSecret;
 
+use crate::config::RateLimits;
 use crate::domain::{Email, SessionId, UserId};
 use crate::error::anyhow_like::Source;
+use crate::ratelimit::RateLimiter;
 
 /// SHA-256 of a refresh token: all the store ever knows of one.
 pub type TokenHash = [u8; 32];
@@ -51,6 +55,17 @@ pub struct NewUser {
     pub name: Option<String>,
     pub password_hash: Option<String>,
     pub email_verified: bool,
+    pub created_at: i64,
+}
+
+/// A link from an identity provider's account, keyed on (issuer, subject), to a user.
+#[derive(Debug, Clone)]
+pub struct NewIdentity {
+    pub issuer: String,
+    pub subject: String,
+    pub user_id: UserId,
+    /// The provider's email at link time (informational; users are never keyed on it).
+    pub email: Option<String>,
     pub created_at: i64,
 }
 
@@ -127,6 +142,18 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool>;
     /// Sign-in methods of a user: `password` and/or identity provider names.
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>>;
+    /// The user an identity (issuer, subject) is linked to.
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>>;
+    /// Links an identity to an existing user, in one transaction with marking the user's
+    /// email verified when `email_verified`. [`StoreError::Conflict`] when the identity is
+    /// already linked.
+    async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()>;
+    /// Creates a user (no password) and its first identity in one transaction.
+    /// [`StoreError::Conflict`] when the email or the identity is taken.
+    async fn create_user_with_identity(&self, user: NewUser, identity: &NewIdentity) -> Result<UserRecord>;
+    /// Records that the OAuth attempt `id` (a hash of its `state`) reached its callback;
+    /// false when it already had (a replay). Records past `expires_at` may be forgotten.
+    async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool>;
 
     async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
     /// The session one of whose tokens (current, previous or older retired) has this hash.
@@ -153,6 +180,12 @@ pub trait Store: Send + Sync + 'static {
     /// The named server secret; `candidate` is stored first if none exists (first writer
     /// wins, so concurrent first starts agree).
     async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
+
+    /// A rate limiter shared by every instance on this store, if the backend offers one;
+    /// `None` (the default) means each instance limits in memory.
+    fn rate_limiter(&self, _limits: RateLimits) -> Option<Arc<dyn RateLimiter>> {
+        None
+    }
 }
 
 /// Opens the store that `database_url` names.
@@ -160,8 +193,10 @@ pub async fn connect(database_url: &secrecy::SecretString) -> Result<Arc<dyn Sto
     let url = database_url.expose_secret();
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
     } else {
-        Err(StoreError::Other("PostgreSQL support is not built yet (DATABASE_URL=postgres://…)".into()))
+        Err(StoreError::Other("unsupported DATABASE_URL (expected sqlite:… or postgres://…)".into()))
     }
 }
 
@@ -172,6 +207,7 @@ pub(crate) fn hash_from_vec(v: Vec<u8>) -> Result<TokenHash> {
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(db) if postgres::is_unavailable(db.as_ref()) => StoreError::Unavailable(Box::new(e)),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
             StoreError::Unavailable(Box::new(e))
         }

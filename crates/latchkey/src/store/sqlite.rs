@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{KeyRecord, NewUser, Result, SessionRecord, Store, StoreError, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec};
+use super::{KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec};
 use crate::domain::{Email, SessionId, UserId};
 
 pub struct SqliteStore {
@@ -113,6 +113,19 @@ impl SqliteStore {
     }
 }
 
+async fn insert_identity(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, i: &NewIdentity) -> Result<()> {
+    sqlx::query("INSERT INTO identities (issuer, subject, user_id, email, created_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(&i.issuer)
+        .bind(&i.subject)
+        .bind(i.user_id.0.to_string())
+        .bind(&i.email)
+        .bind(i.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
@@ -199,6 +212,71 @@ impl Store for SqliteStore {
         .await
         .map_err(classify)?;
         Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>> {
+        sqlx::query_as::<_, UserRow>(
+            "SELECT u.id, u.email, u.name, u.password_hash, u.email_verified, u.created_at, u.disabled_at \
+             FROM identities i JOIN users u ON u.id = i.user_id WHERE i.issuer = ? AND i.subject = ?",
+        )
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?
+        .map(UserRecord::try_from)
+        .transpose()
+    }
+
+    async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        insert_identity(&mut tx, identity).await?;
+        if email_verified {
+            sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
+                .bind(identity.user_id.0.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn create_user_with_identity(&self, u: NewUser, identity: &NewIdentity) -> Result<UserRecord> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(u.id.0.to_string())
+            .bind(u.email.as_str())
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(u.email_verified)
+            .bind(u.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        insert_identity(&mut tx, identity).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(UserRecord {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            password_hash: u.password_hash,
+            email_verified: u.email_verified,
+            created_at: u.created_at,
+            disabled_at: None,
+        })
+    }
+
+    async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        sqlx::query("DELETE FROM oauth_states_used WHERE expires_at < ?").bind(now).execute(&mut *tx).await.map_err(classify)?;
+        let r = sqlx::query("INSERT INTO oauth_states_used (id, expires_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING")
+            .bind(&id[..])
+            .bind(expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        Ok(r.rows_affected() == 1)
     }
 
     async fn insert_session(&self, s: &SessionRecord) -> Result<()> {

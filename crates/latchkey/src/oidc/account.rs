@@ -1,0 +1,82 @@
+//! From a validated identity to a latchkey user (SPEC 6).
+//!
+//! Users are keyed on (issuer, `sub`), never on email. An identity seen for the first time
+//! links to the existing account of the same (canonical) email only when the provider says
+//! `email_verified: true`; an unverified match fails with `email_not_verified`; no match
+//! creates a user without a password.
+
+use super::{Identity, OAuthFailure};
+use crate::clock::now_ms;
+use crate::domain::{Email, UserId};
+use crate::store::{NewIdentity, NewUser, Store, StoreError, UserRecord};
+
+/// The user this identity signs in as, creating or linking on first sign-in.
+pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord, OAuthFailure> {
+    // A concurrent first sign-in of the same identity or email can win a race; the loser
+    // finds its work done on the next round.
+    for _ in 0..3 {
+        if let Some(user) = store.user_by_identity(&id.issuer, &id.subject).await? {
+            return Ok(user);
+        }
+        let Some(email) = id.email.as_deref().and_then(|e| Email::parse(e).ok()) else {
+            tracing::warn!(issuer = %id.issuer, "google sign-in: the ID token carries no usable email");
+            return Err(OAuthFailure::Failed);
+        };
+        let now = now_ms();
+        match store.user_by_email(&email).await? {
+            Some(existing) => {
+                if !id.email_verified {
+                    tracing::info!(user_id = %existing.id, "google sign-in: unverified email matches an existing account; not linked");
+                    return Err(OAuthFailure::EmailNotVerified);
+                }
+                let link = NewIdentity { issuer: id.issuer.clone(), subject: id.subject.clone(), user_id: existing.id, email: Some(email.as_str().to_owned()), created_at: now };
+                match store.link_identity(&link, true).await {
+                    Ok(()) => {
+                        tracing::info!(user_id = %existing.id, "google sign-in: identity linked to the existing account of its verified email");
+                        return Ok(UserRecord { email_verified: true, ..existing });
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                let user = NewUser { id: UserId::new(), email: email.clone(), name: clean_name(id.name.as_deref()), password_hash: None, email_verified: id.email_verified, created_at: now };
+                let link = NewIdentity { issuer: id.issuer.clone(), subject: id.subject.clone(), user_id: user.id, email: Some(email.as_str().to_owned()), created_at: now };
+                match store.create_user_with_identity(user, &link).await {
+                    Ok(created) => {
+                        tracing::info!(user_id = %created.id, "google sign-in: new user");
+                        return Ok(created);
+                    }
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    tracing::warn!(issuer = %id.issuer, "google sign-in: could not settle the account after repeated conflicts");
+    Err(OAuthFailure::Failed)
+}
+
+/// The provider's display name, if usable: trimmed, no control characters, at most 100
+/// characters (the same bounds as a name given at signup).
+fn clean_name(name: Option<&str>) -> Option<String> {
+    let n = name?.trim();
+    if n.is_empty() || n.chars().any(char::is_control) {
+        return None;
+    }
+    Some(n.chars().take(100).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean_name;
+
+    #[test]
+    fn names_are_trimmed_bounded_and_control_free() {
+        assert_eq!(clean_name(Some("  Ada Lovelace ")), Some("Ada Lovelace".into()));
+        assert_eq!(clean_name(Some("a\u{0007}b")), None);
+        assert_eq!(clean_name(Some("   ")), None);
+        assert_eq!(clean_name(None), None);
+        assert_eq!(clean_name(Some(&"x".repeat(300))).unwrap().chars().count(), 100);
+    }
+}

@@ -1,0 +1,54 @@
+//! Sign in with Google — OpenID Connect, authorization code flow with PKCE (SPEC 3 and 6).
+//!
+//! The protocol work is done by the `openidconnect` crate: discovery, the authorization URL
+//! (state, nonce, PKCE S256), the code exchange with client authentication, and ID-token
+//! validation (signature against the issuer's JWKS with an allowed algorithm, `iss`, `aud`,
+//! `exp`, `nonce`). This module adds what it leaves to the relying party:
+//!
+//! - [`provider`]: the cached discovery document (lazy, so start-up never waits for the
+//!   provider), a rate-limited JWKS refetch when an unknown `kid` appears, the allowed
+//!   algorithms (the provider's, minus `none` and HMAC), Google's second issuer spelling,
+//!   `azp` and `iat` checks;
+//! - [`state_cookie`]: the sealed OAuth state cookie (single use is recorded in the store);
+//! - [`next`]: the `next` redirect rule;
+//! - [`account`]: users keyed on (issuer, `sub`), linking by verified email.
+
+pub mod account;
+pub mod next;
+pub mod provider;
+pub mod state_cookie;
+
+pub use provider::{GoogleProvider, Identity};
+
+/// Why a Google sign-in ended on `/login?error=CODE` (SPEC 6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthFailure {
+    /// No valid, unused state cookie matching the `state` parameter.
+    StateMismatch,
+    /// The provider returned an `error` (e.g. the user declined).
+    Denied,
+    /// Anything else: provider unreachable, code exchange or ID-token validation failed,
+    /// no usable email, account disabled, database trouble.
+    Failed,
+    /// The Google email matches an existing account but Google does not vouch for it.
+    EmailNotVerified,
+}
+
+impl OAuthFailure {
+    /// The stable `error` code in the redirect.
+    pub fn code(self) -> &'static str {
+        match self {
+            OAuthFailure::StateMismatch => "oauth_state_mismatch",
+            OAuthFailure::Denied => "oauth_denied",
+            OAuthFailure::Failed => "oauth_failed",
+            OAuthFailure::EmailNotVerified => "email_not_verified",
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for OAuthFailure {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "google sign-in: store error");
+        OAuthFailure::Failed
+    }
+}

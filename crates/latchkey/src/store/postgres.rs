@@ -1,0 +1,592 @@
+//! PostgreSQL implementation of [`Store`], for several stateless instances on one database.
+//!
+//! Same semantics as [`super::sqlite::SqliteStore`]; ids are native `UUID` columns (16 bytes,
+//! validated by the database, no parsing on read), timestamps `BIGINT` Unix ms, token hashes
+//! `BYTEA`. Every request-path write is one statement: rotation is a single compare-and-swap
+//! statement that locks the session row, so instances racing on one token serialise on
+//! that row and exactly one wins.
+//!
+//! Connection faults (the database restarting, connections terminated, connections refused)
+//! map to [`StoreError::Unavailable`] — a clean 503 — and the pool reconnects by itself:
+//! every connection is tested before use and a dead one is replaced.
+//!
+//! [`PgRateLimiter`] shares the rate limits between instances through the same database.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
+use uuid::Uuid;
+
+use super::{KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec};
+use crate::config::{Quota, RateLimits};
+use crate::domain::{Email, SessionId, UserId};
+use crate::ratelimit::{Bucket, MemoryLimiter, RateLimiter};
+
+/// Connections per instance. Requests hold a connection for one or two short statements, so
+/// a handful serve an instance's CPU-bound request rate; several instances times this must
+/// stay well under the server's `max_connections` (100 by default).
+const MAX_CONNECTIONS: u32 = 10;
+/// How long a request waits for a connection before answering 503. Below `/readyz`'s 2 s
+/// ping timeout, so a down database reads as "unavailable", not as a hung request.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// Server-side cap on one statement (request path only; migrations run without it).
+const STATEMENT_TIMEOUT_MS: &str = "5000";
+
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Connect options without the statement timeout, for migrations (which may wait on the
+    /// advisory lock while another instance migrates).
+    migrate_opts: PgConnectOptions,
+}
+
+/// True for PostgreSQL errors that mean "the database cannot serve right now" rather than
+/// "this statement is wrong": SQLSTATE classes 08 (connection exception), 53 (insufficient
+/// resources, e.g. too many connections), 55 (object not in prerequisite state, e.g.
+/// "database is not currently accepting connections", lock timeouts), 57 (operator
+/// intervention: admin/crash shutdown, cannot connect now, statement timeout), and
+/// serialization failures/deadlocks (40001, 40P01), which a retry resolves.
+pub(crate) fn is_unavailable(db: &dyn DatabaseError) -> bool {
+    let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else { return false };
+    let code = pg.code();
+    matches!(code.get(..2), Some("08" | "53" | "55" | "57")) || matches!(code, "40001" | "40P01")
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    email: String,
+    name: Option<String>,
+    password_hash: Option<String>,
+    email_verified: bool,
+    created_at: i64,
+    disabled_at: Option<i64>,
+}
+
+impl From<UserRow> for UserRecord {
+    fn from(r: UserRow) -> Self {
+        UserRecord {
+            id: UserId(r.id),
+            email: Email::from_store(r.email),
+            name: r.name,
+            password_hash: r.password_hash,
+            email_verified: r.email_verified,
+            created_at: r.created_at,
+            disabled_at: r.disabled_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    current_hash: Vec<u8>,
+    previous_hash: Option<Vec<u8>>,
+    rotated_at: Option<i64>,
+    created_at: i64,
+    last_used_at: i64,
+    idle_expires_at: i64,
+    absolute_expires_at: i64,
+    revoked_at: Option<i64>,
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl TryFrom<SessionRow> for SessionRecord {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Self> {
+        Ok(SessionRecord {
+            id: SessionId(r.id),
+            user_id: UserId(r.user_id),
+            current_hash: hash_from_vec(r.current_hash)?,
+            previous_hash: r.previous_hash.map(hash_from_vec).transpose()?,
+            rotated_at: r.rotated_at,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            idle_expires_at: r.idle_expires_at,
+            absolute_expires_at: r.absolute_expires_at,
+            revoked_at: r.revoked_at,
+            user_agent: r.user_agent,
+            ip: r.ip,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MatchedSessionRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    /// 0 current, 1 previous, 2 retired.
+    which: i32,
+}
+
+const USER_COLUMNS: &str = "id, email, name, password_hash, email_verified, created_at, disabled_at";
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip";
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://…` or `postgresql://…`). Fails if the database does
+    /// not answer now; later outages are survived.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::Other(Box::new(e)))?.application_name("latchkey");
+        let pool_opts = base.clone().options([("statement_timeout", STATEMENT_TIMEOUT_MS)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Duration::from_secs(300))
+            .max_lifetime(Duration::from_secs(1_800))
+            // A connection the server has closed (restart, pg_terminate_backend) fails this
+            // ping and is replaced, instead of failing the request that would get it.
+            .test_before_acquire(true)
+            .connect_with(pool_opts)
+            .await
+            .map_err(classify)?;
+        Ok(Self { pool, migrate_opts: base })
+    }
+}
+
+async fn pg_insert_identity(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, i: &NewIdentity) -> Result<()> {
+    sqlx::query("INSERT INTO identities (issuer, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5)")
+        .bind(&i.issuer)
+        .bind(&i.subject)
+        .bind(i.user_id.0)
+        .bind(&i.email)
+        .bind(i.created_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> Result<()> {
+        // sqlx takes a PostgreSQL advisory lock around the migration, so instances starting
+        // at once apply it exactly once; the others wait for the lock, then find it applied.
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(self.migrate_opts.clone())
+            .await
+            .map_err(classify)?;
+        let res = sqlx::migrate!("./migrations/postgres").run(&pool).await;
+        pool.close().await;
+        res.map_err(|e| StoreError::Other(Box::new(e)))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+
+    async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(u.id.0)
+            .bind(u.email.as_str())
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(u.email_verified)
+            .bind(u.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(UserRecord {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            password_hash: u.password_hash,
+            email_verified: u.email_verified,
+            created_at: u.created_at,
+            disabled_at: None,
+        })
+    }
+
+    async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
+        let q = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"));
+        let row = sqlx::query_as::<_, UserRow>(q).bind(email.as_str()).fetch_optional(&self.pool).await.map_err(classify)?;
+        Ok(row.map(UserRecord::from))
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
+        let q = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
+        let row = sqlx::query_as::<_, UserRow>(q).bind(id.0).fetch_optional(&self.pool).await.map_err(classify)?;
+        Ok(row.map(UserRecord::from))
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>> {
+        // COLLATE "C": byte order, as SQLite's BINARY collation sorts.
+        let q = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email COLLATE \"C\""));
+        let rows = sqlx::query_as::<_, UserRow>(q).fetch_all(&self.pool).await.map_err(classify)?;
+        Ok(rows.into_iter().map(UserRecord::from).collect())
+    }
+
+    async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool> {
+        let r = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+            .bind(disabled_at)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn user_providers(&self, id: UserId) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT 'password'::text FROM users WHERE id = $1 AND password_hash IS NOT NULL \
+             UNION ALL SELECT DISTINCT 'google'::text FROM identities WHERE user_id = $1",
+        )
+        .bind(id.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(|(p,)| p).collect())
+    }
+
+    async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {} FROM identities i JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2",
+            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+        ));
+        let row = sqlx::query_as::<_, UserRow>(q).bind(issuer).bind(subject).fetch_optional(&self.pool).await.map_err(classify)?;
+        Ok(row.map(UserRecord::from))
+    }
+
+    async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        pg_insert_identity(&mut tx, identity).await?;
+        if email_verified {
+            sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
+                .bind(identity.user_id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn create_user_with_identity(&self, u: NewUser, identity: &NewIdentity) -> Result<UserRecord> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(u.id.0)
+            .bind(u.email.as_str())
+            .bind(&u.name)
+            .bind(&u.password_hash)
+            .bind(u.email_verified)
+            .bind(u.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        pg_insert_identity(&mut tx, identity).await?;
+        tx.commit().await.map_err(classify)?;
+        Ok(UserRecord {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            password_hash: u.password_hash,
+            email_verified: u.email_verified,
+            created_at: u.created_at,
+            disabled_at: None,
+        })
+    }
+
+    async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {
+        // Two statements, no transaction needed: the INSERT alone decides (the primary key
+        // makes exactly one of racing instances succeed); the DELETE only prunes.
+        sqlx::query("DELETE FROM oauth_states_used WHERE expires_at < $1").bind(now).execute(&self.pool).await.map_err(classify)?;
+        let r = sqlx::query("INSERT INTO oauth_states_used (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(&id[..])
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn insert_session(&self, s: &SessionRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip) \
+             VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(s.id.0)
+        .bind(s.user_id.0)
+        .bind(&s.current_hash[..])
+        .bind(s.created_at)
+        .bind(s.last_used_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn session_by_token_hash(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, TokenMatch)>> {
+        // One statement, one snapshot: a rotation moves a hash from current to previous to
+        // retired atomically, so the hash is found in exactly one place.
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS}, CASE WHEN s.current_hash = $1 THEN 0 ELSE 1 END AS which \
+               FROM sessions s WHERE s.current_hash = $1 OR s.previous_hash = $1 \
+             UNION ALL \
+             SELECT {SESSION_COLUMNS}, 2 AS which FROM retired_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1 \
+             ORDER BY which LIMIT 1"
+        ));
+        let row = sqlx::query_as::<_, MatchedSessionRow>(q).bind(&hash[..]).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.map(|r| {
+            let which = match r.which {
+                0 => TokenMatch::Current,
+                1 => TokenMatch::Previous,
+                _ => TokenMatch::Retired,
+            };
+            Ok((SessionRecord::try_from(r.session)?, which))
+        })
+        .transpose()
+    }
+
+    async fn rotate_session(&self, id: SessionId, expected: &TokenHash, new: &TokenHash, now: i64, idle_expires_at: i64) -> Result<bool> {
+        // One statement, so no read-then-write race and no lock held across round trips:
+        // `old` locks the session row (FOR UPDATE) if its current token is still `expected`
+        // — a racer blocks here, then re-checks against the committed winner's row (READ
+        // COMMITTED re-evaluation) and finds nothing; `upd` makes current the previous and
+        // installs `new`; `ins` remembers the displaced previous hash as retired.
+        let r: (i64,) = sqlx::query_as(
+            "WITH old AS ( \
+                 SELECT id, previous_hash FROM sessions \
+                 WHERE id = $1 AND current_hash = $2 AND revoked_at IS NULL \
+                 FOR UPDATE \
+             ), upd AS ( \
+                 UPDATE sessions s \
+                 SET previous_hash = s.current_hash, current_hash = $3, rotated_at = $4, last_used_at = $4, idle_expires_at = $5 \
+                 FROM old \
+                 WHERE s.id = old.id AND s.current_hash = $2 AND s.revoked_at IS NULL \
+                 RETURNING old.previous_hash AS displaced \
+             ), ins AS ( \
+                 INSERT INTO retired_tokens (hash, session_id, retired_at) \
+                 SELECT displaced, $1, $4 FROM upd WHERE displaced IS NOT NULL \
+                 ON CONFLICT (hash) DO NOTHING \
+             ) \
+             SELECT count(*) FROM upd",
+        )
+        .bind(id.0)
+        .bind(&expected[..])
+        .bind(&new[..])
+        .bind(now)
+        .bind(idle_expires_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(r.0 == 1)
+    }
+
+    async fn revoke_session(&self, id: SessionId, user: Option<UserId>, now: i64, reason: &str) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
+             WHERE id = $3 AND ($4::uuid IS NULL OR user_id = $4) AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id.0)
+        .bind(user.map(|u| u.0))
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64> {
+        let r = sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(reason)
+            .bind(user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s \
+             WHERE s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.absolute_expires_at > $1 \
+             AND ($2::uuid IS NULL OR s.user_id = $2) ORDER BY s.last_used_at DESC"
+        ));
+        sqlx::query_as::<_, SessionRow>(q)
+            .bind(now)
+            .bind(user.map(|u| u.0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .into_iter()
+            .map(SessionRecord::try_from)
+            .collect()
+    }
+
+    async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {
+        let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows.into_iter().map(|(id, at)| (SessionId(id), at)).collect())
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
+        let rows: Vec<(String, Vec<u8>, Vec<u8>, i64, Option<i64>)> =
+            sqlx::query_as("SELECT kid, private_der, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(kid, private_der, public_key, created_at, retired_at)| KeyRecord { kid, private_der, public_key, created_at, retired_at })
+            .collect())
+    }
+
+    async fn insert_signing_key(&self, k: &KeyRecord, retire_others_at: Option<i64>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        if let Some(at) = retire_others_at {
+            sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                .bind(at)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        sqlx::query("INSERT INTO signing_keys (kid, private_der, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, NULL)")
+            .bind(&k.kid)
+            .bind(&k.private_der)
+            .bind(&k.public_key)
+            .bind(k.created_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)
+    }
+
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+        // A concurrent first writer makes this INSERT wait for its commit, then do nothing;
+        // the SELECT (a new snapshot) then reads the winner's value.
+        sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .bind(crate::clock::now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        let (v,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(v)
+    }
+
+    fn rate_limiter(&self, limits: RateLimits) -> Option<Arc<dyn RateLimiter>> {
+        Some(Arc::new(PgRateLimiter::new(self.pool.clone(), limits)))
+    }
+}
+
+/// Rate limits shared by every instance on the database: GCRA, one row per (bucket, key)
+/// holding the theoretical arrival time, updated by one atomic upsert, in the database's
+/// clock (so instances' clock skew does not matter). Same quotas and the same algorithm as
+/// [`MemoryLimiter`] (governor's GCRA), so N instances allow what one would.
+///
+/// If the database cannot be asked, the instance falls back to its own in-memory limiter:
+/// limits then hold per instance, and the request fails at its next store call anyway.
+pub struct PgRateLimiter {
+    pool: PgPool,
+    limits: RateLimits,
+    fallback: MemoryLimiter,
+}
+
+impl PgRateLimiter {
+    pub fn new(pool: PgPool, limits: RateLimits) -> Self {
+        Self { pool, limits, fallback: MemoryLimiter::new(limits) }
+    }
+
+    fn quota(&self, bucket: Bucket) -> (&'static str, Quota) {
+        match bucket {
+            Bucket::AuthPerIp => ("auth_ip", self.limits.auth_per_ip),
+            Bucket::AuthPerEmail => ("auth_email", self.limits.auth_per_email),
+            Bucket::RefreshPerSession => ("refresh_session", self.limits.refresh_per_session),
+        }
+    }
+
+    /// `Ok(None)` when allowed, `Ok(Some(wait_ms))` when over the limit.
+    async fn check_db(&self, bucket: &str, key: &[u8], quota: Quota) -> Result<Option<i64>> {
+        // Emission interval T and tolerance tau = T * burst, as governor computes them: a
+        // request at `now` is allowed when tat - tau <= now, and then tat = max(tat, now) + T.
+        let t = i64::try_from(quota.period.max(Duration::from_millis(1)).as_millis()).unwrap_or(i64::MAX / 4);
+        let tau = t.saturating_mul(i64::from(quota.burst.max(1)));
+        // The upsert only writes (and returns a row) when the request is allowed; the
+        // wait is read from the latest committed row otherwise (an estimate for Retry-After).
+        let (allowed, wait): (bool, Option<i64>) = sqlx::query_as(
+            "WITH n AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS now), \
+             hit AS ( \
+                 INSERT INTO rate_limits AS r (bucket, key, tat) \
+                 SELECT $1, $2, n.now + $3 FROM n \
+                 ON CONFLICT (bucket, key) DO UPDATE SET tat = GREATEST(r.tat, EXCLUDED.tat - $3) + $3 \
+                 WHERE r.tat - $4 <= EXCLUDED.tat - $3 \
+                 RETURNING 1 \
+             ) \
+             SELECT EXISTS (SELECT 1 FROM hit), \
+                    (SELECT r.tat - $4 - n.now FROM rate_limits r, n WHERE r.bucket = $1 AND r.key = $2)",
+        )
+        .bind(bucket)
+        .bind(key)
+        .bind(t)
+        .bind(tau)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(if allowed { None } else { Some(wait.unwrap_or(t).max(1)) })
+    }
+
+    /// Forgets keys that are back to full capacity.
+    async fn prune_db(&self) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM rate_limits WHERE tat < (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[async_trait]
+impl RateLimiter for PgRateLimiter {
+    async fn check(&self, bucket: Bucket, key: &str) -> std::result::Result<(), Duration> {
+        let (name, quota) = self.quota(bucket);
+        // Keys (IPs, emails, session ids) are stored only as SHA-256: fixed size, and no
+        // clear-text emails of failed attempts in the table.
+        let digest = Sha256::digest(key.as_bytes());
+        match self.check_db(name, &digest, quota).await {
+            Ok(None) => Ok(()),
+            Ok(Some(wait_ms)) => Err(Duration::from_millis(u64::try_from(wait_ms).unwrap_or(1))),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared rate limit unavailable; limiting this instance alone");
+                self.fallback.check(bucket, key).await
+            }
+        }
+    }
+
+    async fn maintain(&self) {
+        self.fallback.prune();
+        if let Err(e) = self.prune_db().await {
+            tracing::debug!(error = %e, "rate limit pruning failed; retrying later");
+        }
+    }
+}
