@@ -242,5 +242,5 @@ export const bodyText = (page) => page.locator('body').innerText();
 
 export async function screenshot(page, file) {
   await mkdir(ARTIFACTS, { recursive: true });
-  await page.screenshot({ path: join(ARTIFACTS, file), fullPage: true });
+  await page.screenshot({ path: join(ARTIFACTS, file), fullPage: true, animations: 'disabled' });
 }

@@ -26,7 +26,8 @@ test('pages carry the security headers of SPEC 8 and are never cached', async ()
   const context = await browser.newContext();
   const page = await context.newPage();
   for (const path of ['/', '/login', '/account', '/login?error=oauth_denied']) {
-    const res = await page.goto(server.url + path);
+    // (Not a navigation: signed out, /account would go on to /login.)
+    const res = await page.request.get(server.url + path);
     const h = res.headers();
     assert.equal(res.status(), 200, path);
     assert.match(h['content-type'], /^text\/html/, `${path} content-type`);
@@ -86,6 +87,18 @@ test('no CSP violation, console error or script error on /login and /account; sc
   await page.locator('#status[data-state="signed-in"]').waitFor();
   await collect();
   await screenshot(page, 'home-narrow.png');
+
+  // Dark mode (the pages follow the system's colour scheme).
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.goto(server.url + '/account');
+  await page.locator('#sessions tbody tr').nth(1).waitFor();
+  await collect();
+  await screenshot(page, 'account-dark.png');
+  await page.goto(server.url + '/login?error=oauth_denied');
+  await page.locator('#error').filter({ hasText: 'Google' }).waitFor();
+  await collect();
+  await screenshot(page, 'login-dark-error.png');
 
   assert.deepEqual(csp, [], 'CSP violations');
   assert.deepEqual(seen.consoleErrors, [], 'console errors');

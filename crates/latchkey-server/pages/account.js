@@ -104,6 +104,7 @@ function renderSessions(sessions) {
     row.dataset.testid = 'session-row';
 
     const wrap = document.createElement('span');
+    wrap.className = 'device-cell';
     const device = document.createElement('span');
     device.className = 'device';
     device.textContent = describeAgent(session.user_agent);

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The one command that runs every test latchkey has (README, .ci/run).
+#
+# Idempotent: installs what it needs (Debian chromium, npm packages), makes sure the local
+# PostgreSQL answers, then runs formatting and lint checks, the Rust tests on SQLite, the
+# Rust integration suite again on PostgreSQL plus the multi-instance tests, the browser
+# client's unit tests, and the end-to-end tests in Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- PostgreSQL: required (CI requires it). ---------------------------------------------
+PG_ADMIN_URL=${LATCHKEY_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
+pg_ready() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || psql "$PG_ADMIN_URL" -qtAc 'select 1' >/dev/null 2>&1; }
+if ! pg_ready; then
+  step "starting PostgreSQL"
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  for _ in $(seq 1 30); do pg_ready && break; sleep 1; done
+fi
+if ! psql "$PG_ADMIN_URL" -qtAc 'select 1' >/dev/null 2>&1; then
+  echo "FATAL: PostgreSQL is not reachable at $PG_ADMIN_URL; the PostgreSQL tests are required." >&2
+  exit 1
+fi
+
+# --- Checks ----------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# --- Rust: unit + integration tests on SQLite ---------------------------------------------
+step "Rust tests (SQLite; multi-instance tests on PostgreSQL)"
+LATCHKEY_TEST_POSTGRES= cargo test --workspace -- --test-threads=4
+
+# --- Rust: the integration suite again, on PostgreSQL -------------------------------------
+step "Rust integration suite on PostgreSQL ($PG_ADMIN_URL)"
+LATCHKEY_TEST_POSTGRES=$PG_ADMIN_URL cargo test -p latchkey --tests -- --test-threads=4
+
+# --- Browser client unit tests -------------------------------------------------------------
+step "client unit tests (node --test)"
+(cd client && npm ci --no-audit --no-fund --loglevel=error && npm test)
+
+# --- End-to-end in Chromium --------------------------------------------------------------
+step "end-to-end tests in Chromium"
+bash e2e/run.sh
+
+step "all test suites passed"
