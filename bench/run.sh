@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# latchkey benchmark: builds in release mode, starts latchkey on a fresh database, drives it
+# with wrk, prints one table, writes bench/results.json and bench/RESULTS.md.
+# Not part of the test command or CI. Usage: bash bench/run.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v wrk >/dev/null 2>&1; then
+  echo "installing wrk (apt)"
+  (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
+fi
+echo "building (release)…"
+cargo build --release -p latchkey-server -p latchkey --example argon2_capacity >/dev/null 2>&1 || cargo build --release -p latchkey-server -p latchkey --example argon2_capacity
+if [ ! -d client/node_modules ]; then (cd client && npm ci --no-audit --no-fund --loglevel=error); fi
+exec python3 bench/bench.py "$@"
