@@ -132,8 +132,8 @@ export const refreshesAll = (text) =>
   metric(text, 'latchkey_http_requests_total', { method: 'POST', route: '/api/v1/auth/refresh' }) ?? 0;
 
 /** @param {{ bfcache?: boolean }} [options] bfcache: keep Chromium's back/forward cache on, as for real users */
-export async function launchBrowser({ bfcache = false } = {}) {
-  const b = await chromium.launch({
+export function launchBrowser({ bfcache = false } = {}) {
+  return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     args: CHROMIUM_ARGS,
@@ -141,9 +141,9 @@ export async function launchBrowser({ bfcache = false } = {}) {
     ignoreDefaultArgs: bfcache ? ['--disable-back-forward-cache'] : [],
     timeout: 60_000,
   });
-  if (process.env.TMP_DISK) { const orig = b.newContext.bind(b); b.newContext = async (o) => { const c = await orig(o); await (await import('/tmp/disk-routes.mjs')).diskRoutes(c); return c; }; } // TMPHACK
-  return b;
 }
+
+const EXPIRED_401 = /^Failed to load resource: the server responded with a status of 401\b/;
 
 let counter = 0;
 /** A fresh email for this run (the rate limit is per email, and the database is shared per file). */
@@ -157,6 +157,7 @@ export const newEmail = (tag) => `${tag}-${process.pid}-${++counter}@example.tes
 export function watch(target) {
   const seen = {
     /** @type {string[]} */ consoleErrors: [],
+    /** @type {string[]} */ expired401s: [],
     /** @type {string[]} */ warnings: [],
     /** @type {string[]} */ pageErrors: [],
     /** @type {string[]} */ dialogs: [],
@@ -165,7 +166,11 @@ export function watch(target) {
   };
   const onPage = (page) => {
     page.on('console', (msg) => {
-      if (msg.type() === 'error') seen.consoleErrors.push(`${page.url()}: ${msg.text()}`);
+      // Chromium logs every 4xx answer as a console error. The 401 of an API call whose access
+      // token expired is the start of a silent refresh, not a fault of the page: kept apart.
+      if (msg.type() === 'error' && EXPIRED_401.test(msg.text()) && new URL(msg.location().url || 'x:').pathname.startsWith('/api/v1/'))
+        seen.expired401s.push(new URL(msg.location().url).pathname);
+      else if (msg.type() === 'error') seen.consoleErrors.push(`${page.url()}: ${msg.text()} (${msg.location().url})`);
       if (msg.type() === 'warning') seen.warnings.push(msg.text());
     });
     page.on('pageerror', (error) => seen.pageErrors.push(`${page.url()}: ${error.message}`));

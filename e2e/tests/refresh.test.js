@@ -82,7 +82,10 @@ test('two tabs expiring together both keep working: no refresh_reused, at most t
     const before = await server.metrics();
     // Both tabs fire at the same wall-clock moment (same machine, same clock).
     const at = Date.now() + 400;
-    const [s1, s2] = await Promise.all([fireSecureFetch(tab1, { n: 5, at }), fireSecureFetch(tab2, { n: 5, at })]);
+    // Few calls first: Chromium opens at most 6 connections per host, and more calls queue the
+    // refreshes behind them (then the second tab's refresh comes after the first's, not with it).
+    const n = [1, 2, 5][round - 1];
+    const [s1, s2] = await Promise.all([fireSecureFetch(tab1, { n, at }), fireSecureFetch(tab2, { n, at })]);
     const afterText = await server.metrics();
     const refreshes = seen.refreshRequests();
     const refreshStatuses = seen.responses.filter((r) => r.path === '/api/v1/auth/refresh').map((r) => r.status);
@@ -90,12 +93,12 @@ test('two tabs expiring together both keep working: no refresh_reused, at most t
     const grace = (metric(afterText, 'latchkey_refreshes_total', { kind: 'grace' }) ?? 0) - (metric(before, 'latchkey_refreshes_total', { kind: 'grace' }) ?? 0);
     counts.push(refreshes.length);
     t.diagnostic(
-      `round ${round}: ${refreshes.length} refresh request(s) (tab1 ${seen.refreshRequests(tab1).length}, tab2 ${seen.refreshRequests(tab2).length}), ` +
+      `round ${round} (${n} call(s) per tab): ${refreshes.length} refresh request(s) (tab1 ${seen.refreshRequests(tab1).length}, tab2 ${seen.refreshRequests(tab2).length}), ` +
         `statuses ${JSON.stringify(refreshStatuses)}, server counted ${ok} × 200 (${grace} within the reuse grace)`,
     );
 
-    assert.deepEqual(s1, Array(5).fill(200), `round ${round}: tab 1 keeps working`);
-    assert.deepEqual(s2, Array(5).fill(200), `round ${round}: tab 2 keeps working`);
+    assert.deepEqual(s1, Array(n).fill(200), `round ${round}: tab 1 keeps working`);
+    assert.deepEqual(s2, Array(n).fill(200), `round ${round}: tab 2 keeps working`);
     assert.ok(refreshes.length >= 1 && refreshes.length <= 2, `round ${round}: 1 or 2 refreshes, saw ${refreshes.length}`);
     assert.ok(refreshStatuses.every((s) => s === 200), `round ${round}: every refresh answered 200: ${refreshStatuses}`);
     assert.equal(ok, refreshes.length, `round ${round}: the server answered each refresh with 200`);

@@ -162,6 +162,11 @@ async fn security_headers_and_hsts_in_production_only() {
     assert!(h["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
     assert!(h.get("strict-transport-security").is_none(), "no HSTS in development");
 
+    let jar = app.signup(&unique_email("cache")).await;
+    for path in ["/api/v1/me", "/api/v1/auth/sessions"] {
+        assert_eq!(app.get(path, &jar).await.headers()["cache-control"], "no-store", "{path} is never cached");
+    }
+
     let prod = spawn_with(|c| c.production = true).await;
     let res = prod.http.get(prod.url("/healthz")).send().await.unwrap();
     assert_eq!(res.headers()["strict-transport-security"], "max-age=31536000");

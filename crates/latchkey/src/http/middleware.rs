@@ -25,10 +25,16 @@ pub async fn body_limit(req: Request, next: Next) -> Response {
 
 const CSP: &str = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'";
 
-/// SPEC 8's headers on every response; HSTS only in production.
+/// SPEC 8's headers on every response; HSTS only in production. API answers are private
+/// and never cached (a browser's Back button would otherwise replay `/api/v1/me` after
+/// sign-out), unless a handler chose otherwise.
 pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
     let mut res = next.run(req).await;
     let h = res.headers_mut();
+    if api {
+        h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
