@@ -27,6 +27,14 @@ if ! psql "$PG_ADMIN_URL" -qtAc 'select 1' >/dev/null 2>&1; then
   exit 1
 fi
 
+# Each test makes its own database (latchkey_t_*); drop those of earlier runs.
+drop_test_databases() {
+  psql "$PG_ADMIN_URL" -qtAc "SELECT datname FROM pg_database WHERE datname LIKE 'latchkey\_t\_%' OR datname LIKE 'latchkey\_mi\_%'" 2>/dev/null |
+    while read -r db; do [ -n "$db" ] && psql "$PG_ADMIN_URL" -qtAc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true; done
+}
+drop_test_databases
+trap drop_test_databases EXIT
+
 # --- Checks ----------------------------------------------------------------------------
 step "cargo fmt --check"
 cargo fmt --all -- --check

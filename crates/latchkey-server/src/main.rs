@@ -13,7 +13,11 @@ use latchkey::store::{self, NewUser, Store};
 use latchkey::{AppState, Config};
 
 #[derive(Parser)]
-#[command(name = "latchkey", version, about = "Self-hosted authentication service")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted authentication service"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -79,7 +83,9 @@ enum KeysCmd {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -117,7 +123,13 @@ async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn Store>, BoxErr
 async fn find_user(store: &dyn Store, who: &str) -> Result<latchkey::store::UserRecord, BoxError> {
     let found = match who.parse::<UserId>() {
         Ok(id) => store.user_by_id(id).await?,
-        Err(_) => store.user_by_email(&Email::parse(who).map_err(|_| format!("not an email or user id: {who}"))?).await?,
+        Err(_) => {
+            store
+                .user_by_email(
+                    &Email::parse(who).map_err(|_| format!("not an email or user id: {who}"))?,
+                )
+                .await?
+        }
     };
     found.ok_or_else(|| format!("no such user: {who}").into())
 }
@@ -137,29 +149,55 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     let email = Email::parse(&email).map_err(|e| format!("--email: {e}"))?;
                     let mut line = String::new();
                     std::io::stdin().lock().read_line(&mut line)?;
-                    let password = Password::parse(line.trim_end_matches(['\r', '\n']).to_owned()).map_err(|e| format!("password: {e}"))?;
-                    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-                    let hash = latchkey::password::PasswordHasher::new(config.password, cores)?.hash(password).await?;
+                    let password = Password::parse(line.trim_end_matches(['\r', '\n']).to_owned())
+                        .map_err(|e| format!("password: {e}"))?;
+                    let cores = std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(1);
+                    let hash = latchkey::password::PasswordHasher::new(config.password, cores)?
+                        .hash(password)
+                        .await?;
                     let user = store
-                        .create_user(NewUser { id: UserId::new(), email, name, password_hash: Some(hash), email_verified: false, created_at: now_ms() })
+                        .create_user(NewUser {
+                            id: UserId::new(),
+                            email,
+                            name,
+                            password_hash: Some(hash),
+                            email_verified: false,
+                            created_at: now_ms(),
+                        })
                         .await
                         .map_err(|e| match e {
-                            latchkey::store::StoreError::Conflict => "an account with this email already exists".into(),
+                            latchkey::store::StoreError::Conflict => {
+                                "an account with this email already exists".into()
+                            }
                             e => BoxError::from(e),
                         })?;
                     println!("{}\t{}", user.id, user.email);
                 }
                 UsersCmd::List => {
                     for u in store.list_users().await? {
-                        let state = if u.disabled_at.is_some() { "disabled" } else { "active" };
-                        println!("{}\t{}\t{}\t{}", u.id, u.email, state, rfc3339(u.created_at));
+                        let state = if u.disabled_at.is_some() {
+                            "disabled"
+                        } else {
+                            "active"
+                        };
+                        println!(
+                            "{}\t{}\t{}\t{}",
+                            u.id,
+                            u.email,
+                            state,
+                            rfc3339(u.created_at)
+                        );
                     }
                 }
                 UsersCmd::Disable { user } => {
                     let u = find_user(&*store, &user).await?;
                     let now = now_ms();
                     store.set_user_disabled(u.id, Some(now)).await?;
-                    let n = store.revoke_user_sessions(u.id, now, "user_disabled").await?;
+                    let n = store
+                        .revoke_user_sessions(u.id, now, "user_disabled")
+                        .await?;
                     println!("disabled {} and revoked {n} session(s)", u.email);
                 }
             }
@@ -186,8 +224,12 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     }
                 }
                 SessionsCmd::Revoke { id } => {
-                    let sid: SessionId = id.parse().map_err(|_| format!("not a session id: {id}"))?;
-                    if store.revoke_session(sid, None, now_ms(), "revoked_by_admin").await? {
+                    let sid: SessionId =
+                        id.parse().map_err(|_| format!("not a session id: {id}"))?;
+                    if store
+                        .revoke_session(sid, None, now_ms(), "revoked_by_admin")
+                        .await?
+                    {
                         println!("revoked {sid}");
                     } else {
                         return Err(format!("no live session {sid}").into());
@@ -209,8 +251,12 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     }
                 }
                 KeysCmd::Rotate => {
-                    let k = latchkey::tokens::keys::KeyRing::rotate(&*store, config.access_ttl).await?;
-                    println!("new signing key {}; running instances pick it up within seconds", k.kid);
+                    let k =
+                        latchkey::tokens::keys::KeyRing::rotate(&*store, config.access_ttl).await?;
+                    println!(
+                        "new signing key {}; running instances pick it up within seconds",
+                        k.kid
+                    );
                 }
             }
             Ok(())
@@ -220,11 +266,19 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
 
 async fn serve(config: Config) -> Result<(), BoxError> {
     tracing::info!("{}", config.startup_summary());
-    let listener = tokio::net::TcpListener::bind(config.listen_addr).await.map_err(|e| format!("LISTEN_ADDR {}: {e}", config.listen_addr))?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|e| format!("LISTEN_ADDR {}: {e}", config.listen_addr))?;
     let state = AppState::start(config).await?;
     let app = latchkey::http::app(state.clone(), pages::routes());
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    latchkey::serve(listener, app, state.header_read_timeout(), shutdown_signal()).await?;
+    latchkey::serve(
+        listener,
+        app,
+        state.header_read_timeout(),
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

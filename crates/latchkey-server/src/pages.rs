@@ -15,10 +15,22 @@ const CLIENT_DTS: &str = include_str!("../../../client/latchkey.d.ts");
 
 fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
     Some(match name {
-        "style.css" => (include_str!("../pages/style.css"), "text/css; charset=utf-8"),
-        "home.js" => (include_str!("../pages/home.js"), "text/javascript; charset=utf-8"),
-        "login.js" => (include_str!("../pages/login.js"), "text/javascript; charset=utf-8"),
-        "account.js" => (include_str!("../pages/account.js"), "text/javascript; charset=utf-8"),
+        "style.css" => (
+            include_str!("../pages/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        "home.js" => (
+            include_str!("../pages/home.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "login.js" => (
+            include_str!("../pages/login.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "account.js" => (
+            include_str!("../pages/account.js"),
+            "text/javascript; charset=utf-8",
+        ),
         _ => return None,
     })
 }
@@ -27,7 +39,10 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
 fn page(body: String) -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
         ],
         body,
@@ -53,7 +68,11 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/login",
             get(|State(state): State<AppState>| async move {
-                let google = if state.config().google.is_some() { "true" } else { "false" };
+                let google = if state.config().google.is_some() {
+                    "true"
+                } else {
+                    "false"
+                };
                 page(LOGIN.replace("__GOOGLE_ENABLED__", google))
             }),
         )
@@ -67,7 +86,13 @@ pub fn routes() -> Router<AppState> {
                 }
             }),
         )
-        .route("/client/latchkey.js", get(|| async { asset(CLIENT_JS, "text/javascript; charset=utf-8") }))
-        .route("/client/latchkey.d.ts", get(|| async { asset(CLIENT_DTS, "application/typescript; charset=utf-8") }))
+        .route(
+            "/client/latchkey.js",
+            get(|| async { asset(CLIENT_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey.d.ts",
+            get(|| async { asset(CLIENT_DTS, "application/typescript; charset=utf-8") }),
+        )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }

@@ -7,15 +7,29 @@ use std::process::{Command, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("latchkey-startup-{}", uuid::Uuid::new_v4().simple()));
+    let d = std::env::temp_dir().join(format!(
+        "latchkey-startup-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
 /// Runs the binary in an empty directory with only `vars` set; returns (exit code, stderr).
 fn run(dir: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> (i32, String, String) {
-    let out = Command::new(BIN).args(args).current_dir(dir).env_clear().env("PATH", std::env::var("PATH").unwrap()).envs(vars.iter().copied()).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap())
+        .envs(vars.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -41,16 +55,34 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_variable() {
 #[test]
 fn production_refuses_an_http_public_url() {
     let dir = tempdir();
-    let (code, _, err) = run(&dir, &[], &[("ENV", "production"), ("PUBLIC_URL", "http://auth.example")]);
+    let (code, _, err) = run(
+        &dir,
+        &[],
+        &[("ENV", "production"), ("PUBLIC_URL", "http://auth.example")],
+    );
     assert_ne!(code, 0);
-    assert!(err.contains("PUBLIC_URL") && err.contains("https://"), "{err}");
+    assert!(
+        err.contains("PUBLIC_URL") && err.contains("https://"),
+        "{err}"
+    );
     // The same from .env: the mode switch is read there too.
-    std::fs::write(dir.join(".env"), "ENV=production\nPUBLIC_URL=http://auth.example\n").unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        "ENV=production\nPUBLIC_URL=http://auth.example\n",
+    )
+    .unwrap();
     let (code, _, err) = run(&dir, &[], &[]);
     assert_ne!(code, 0);
     assert!(err.contains("PUBLIC_URL"), "{err}");
     // The environment wins over .env.
-    let (code, _, err) = run(&dir, &["migrate"], &[("PUBLIC_URL", "https://auth.example"), ("DATABASE_URL", "sqlite::memory:")]);
+    let (code, _, err) = run(
+        &dir,
+        &["migrate"],
+        &[
+            ("PUBLIC_URL", "https://auth.example"),
+            ("DATABASE_URL", "sqlite::memory:"),
+        ],
+    );
     assert_eq!(code, 0, "{err}");
 }
 
@@ -81,27 +113,44 @@ fn serve(dir: &std::path::Path, vars: &[(&str, &str)]) -> (std::process::Child, 
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
 fn start_up_line_states_mode_and_why_address_database_and_google_but_no_secret() {
     let dir = tempdir();
-    std::fs::write(dir.join(".env"), "ENV=staging\nGOOGLE_CLIENT_SECRET=very-secret-value\nGOOGLE_CLIENT_ID=cid\n").unwrap();
+    std::fs::write(
+        dir.join(".env"),
+        "ENV=staging\nGOOGLE_CLIENT_SECRET=very-secret-value\nGOOGLE_CLIENT_ID=cid\n",
+    )
+    .unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let (mut child, lines) = serve(&dir, &[("LISTEN_ADDR", &addr)]);
     let all = lines.join("\n");
     let _ = child.kill();
     let _ = child.wait();
-    let start = lines.iter().find(|l| l.contains("latchkey starting")).unwrap_or_else(|| panic!("no start-up line: {all}"));
+    let start = lines
+        .iter()
+        .find(|l| l.contains("latchkey starting"))
+        .unwrap_or_else(|| panic!("no start-up line: {all}"));
     assert!(start.contains("mode=development"), "{start}");
     assert!(start.contains("ENV=\"staging\" from .env"), "{start}");
     assert!(start.contains(&format!("listen={addr}")), "{start}");
     assert!(start.contains("database=sqlite"), "{start}");
     assert!(start.contains("google=on"), "{start}");
-    assert!(!all.contains("very-secret-value"), "no secret in logs: {all}");
-    assert!(dir.join("latchkey.db").exists(), "default SQLite file created in the working directory");
+    assert!(
+        !all.contains("very-secret-value"),
+        "no secret in logs: {all}"
+    );
+    assert!(
+        dir.join("latchkey.db").exists(),
+        "default SQLite file created in the working directory"
+    );
 }
 
 #[test]
@@ -113,9 +162,19 @@ fn serves_on_a_fresh_sqlite_file_and_keeps_sessions_across_restarts() {
     let (mut child, _) = serve(&dir, &vars);
     let base = format!("http://{addr}");
     let client = reqwest::blocking::Client::new();
-    let res = client.post(format!("{base}/api/v1/auth/signup")).json(&serde_json::json!({"email": "ada@example.com", "password": "correct horse"})).send().unwrap();
+    let res = client
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email": "ada@example.com", "password": "correct horse"}))
+        .send()
+        .unwrap();
     assert_eq!(res.status(), 201);
-    let access = res.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned()).find(|c| c.starts_with("access_token=")).unwrap();
+    let access = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("access_token="))
+        .unwrap();
     let cookie = access.split(';').next().unwrap().to_owned();
     for page in ["/", "/login", "/account", "/client/latchkey.js"] {
         let res = client.get(format!("{base}{page}")).send().unwrap();
@@ -125,7 +184,11 @@ fn serves_on_a_fresh_sqlite_file_and_keeps_sessions_across_restarts() {
     let _ = child.wait();
     // Restart on the same file: the signing key was kept, so the access token still works.
     let (mut child, _) = serve(&dir, &vars);
-    let res = client.get(format!("{base}/api/v1/me")).header("cookie", &cookie).send().unwrap();
+    let res = client
+        .get(format!("{base}/api/v1/me"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(res.status(), 200);
@@ -145,22 +208,42 @@ fn admin_subcommands_manage_users_sessions_and_keys() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, out, _) = run(&dir, &["users", "list"], &vars);
     assert_eq!(code, 0);
-    assert!(out.contains("root@example.com") && out.contains("active"), "{out}");
+    assert!(
+        out.contains("root@example.com") && out.contains("active"),
+        "{out}"
+    );
     let (code, out, _) = run(&dir, &["keys", "list"], &vars);
     assert_eq!(code, 0);
-    assert_eq!(out.lines().count(), 0, "keys are made by the first serve or rotate: {out}");
+    assert_eq!(
+        out.lines().count(),
+        0,
+        "keys are made by the first serve or rotate: {out}"
+    );
     for _ in 0..2 {
         let (code, _, _) = run(&dir, &["keys", "rotate"], &vars);
         assert_eq!(code, 0);
     }
     let (_, out, _) = run(&dir, &["keys", "list"], &vars);
     assert_eq!(out.lines().count(), 2, "{out}");
-    assert_eq!(out.lines().filter(|l| l.contains("retired")).count(), 1, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("retired")).count(),
+        1,
+        "{out}"
+    );
     let (code, _, _) = run(&dir, &["users", "disable", "root@example.com"], &vars);
     assert_eq!(code, 0);
     let (_, out, _) = run(&dir, &["users", "list"], &vars);
@@ -170,7 +253,14 @@ fn admin_subcommands_manage_users_sessions_and_keys() {
     let (code, _, err) = run(&dir, &["sessions", "revoke", "not-a-uuid"], &vars);
     assert_ne!(code, 0);
     assert!(err.contains("not a session id"), "{err}");
-    for sub in [&["--help"][..], &["serve", "--help"], &["users", "--help"], &["sessions", "--help"], &["keys", "--help"], &["migrate", "--help"]] {
+    for sub in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["users", "--help"],
+        &["sessions", "--help"],
+        &["keys", "--help"],
+        &["migrate", "--help"],
+    ] {
         let (code, out, _) = run(&dir, sub, &[]);
         assert_eq!(code, 0, "{sub:?}");
         assert!(out.contains("Usage"), "{sub:?}");

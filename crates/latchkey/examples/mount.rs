@@ -22,13 +22,21 @@ impl FromRef<MyState> for AppState {
 }
 
 async fn hello(State(s): State<MyState>, user: AuthUser) -> String {
-    format!("{}, user {} (session {})", s.greeting, user.user_id, user.session_id)
+    format!(
+        "{}, user {} (session {})",
+        s.greeting, user.user_id, user.session_id
+    )
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let latchkey = AppState::start(Config::from_env()?).await?;
-    let mine = Router::new().route("/hello", get(hello)).with_state(MyState { latchkey: latchkey.clone(), greeting: "hello" });
+    let mine = Router::new()
+        .route("/hello", get(hello))
+        .with_state(MyState {
+            latchkey: latchkey.clone(),
+            greeting: "hello",
+        });
     // latchkey's API under its own paths, the host's routes beside it.
     let app = latchkey::http::router(latchkey.clone()).merge(mine);
     let listener = tokio::net::TcpListener::bind(latchkey.config().listen_addr).await?;

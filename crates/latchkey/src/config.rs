@@ -27,7 +27,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(var: &'static str, message: impl Into<String>) -> Self {
-        Self { var, message: message.into() }
+        Self {
+            var,
+            message: message.into(),
+        }
     }
 }
 
@@ -67,7 +70,11 @@ pub struct PasswordParams {
 
 impl Default for PasswordParams {
     fn default() -> Self {
-        Self { m_cost_kib: 19_456, t_cost: 2, p_cost: 1 }
+        Self {
+            m_cost_kib: 19_456,
+            t_cost: 2,
+            p_cost: 1,
+        }
     }
 }
 
@@ -93,9 +100,18 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            auth_per_ip: Quota { burst: 30, period: Duration::from_secs(2) },
-            auth_per_email: Quota { burst: 10, period: Duration::from_secs(30) },
-            refresh_per_session: Quota { burst: 120, period: Duration::from_millis(500) },
+            auth_per_ip: Quota {
+                burst: 30,
+                period: Duration::from_secs(2),
+            },
+            auth_per_email: Quota {
+                burst: 10,
+                period: Duration::from_secs(30),
+            },
+            refresh_per_session: Quota {
+                burst: 120,
+                period: Duration::from_millis(500),
+            },
         }
     }
 }
@@ -181,8 +197,8 @@ impl Config {
             let iter = dotenvy::from_path_iter(path)
                 .map_err(|e| ConfigError::new("ENV", format!(".env file unreadable: {e}")))?;
             for item in iter {
-                let (k, v) = item
-                    .map_err(|e| ConfigError::new("ENV", format!(".env file malformed: {e}")))?;
+                let (k, v) =
+                    item.map_err(|e| ConfigError::new("ENV", format!(".env file malformed: {e}")))?;
                 dotenv.insert(k, v);
             }
         }
@@ -191,8 +207,13 @@ impl Config {
 
     /// Builds a configuration from explicit key/value pairs only (ignores the process
     /// environment). Used by tests and by host applications that configure in code.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ConfigError> {
-        let dotenv = pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, ConfigError> {
+        let dotenv = pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         Self::from_source_only(&dotenv)
     }
 
@@ -209,25 +230,38 @@ impl Config {
         Self::parse(&|var| src.value(var), env_from_dotenv)
     }
 
-    fn parse(get: &dyn Fn(&str) -> Option<String>, env_from_dotenv: bool) -> Result<Self, ConfigError> {
+    fn parse(
+        get: &dyn Fn(&str) -> Option<String>,
+        env_from_dotenv: bool,
+    ) -> Result<Self, ConfigError> {
         let env_value = get("ENV");
         let production = env_value.as_deref() == Some("production");
 
         let listen_addr = match get("LISTEN_ADDR") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(v) => v.parse().map_err(|_| {
-                ConfigError::new("LISTEN_ADDR", format!("expected host:port such as 127.0.0.1:8080, got {v:?}"))
+                ConfigError::new(
+                    "LISTEN_ADDR",
+                    format!("expected host:port such as 127.0.0.1:8080, got {v:?}"),
+                )
             })?,
         };
 
         let public_raw = get("PUBLIC_URL").unwrap_or_else(|| "http://localhost:8080".to_owned());
-        let url = Url::parse(&public_raw)
-            .map_err(|e| ConfigError::new("PUBLIC_URL", format!("not a URL ({e}): {public_raw:?}")))?;
+        let url = Url::parse(&public_raw).map_err(|e| {
+            ConfigError::new("PUBLIC_URL", format!("not a URL ({e}): {public_raw:?}"))
+        })?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(ConfigError::new("PUBLIC_URL", "must be an http:// or https:// URL with a host"));
+            return Err(ConfigError::new(
+                "PUBLIC_URL",
+                "must be an http:// or https:// URL with a host",
+            ));
         }
         if url.query().is_some() || url.fragment().is_some() {
-            return Err(ConfigError::new("PUBLIC_URL", "must not carry a query or fragment"));
+            return Err(ConfigError::new(
+                "PUBLIC_URL",
+                "must not carry a query or fragment",
+            ));
         }
         if production && url.scheme() != "https" {
             return Err(ConfigError::new(
@@ -257,7 +291,11 @@ impl Config {
         let refresh_ttl = dur("REFRESH_TOKEN_TTL", "14d")?;
         let session_max_age = dur("SESSION_MAX_AGE", "30d")?;
         let reuse_grace = dur("REFRESH_REUSE_GRACE", "30s")?;
-        for (var, d) in [("ACCESS_TOKEN_TTL", access_ttl), ("REFRESH_TOKEN_TTL", refresh_ttl), ("SESSION_MAX_AGE", session_max_age)] {
+        for (var, d) in [
+            ("ACCESS_TOKEN_TTL", access_ttl),
+            ("REFRESH_TOKEN_TTL", refresh_ttl),
+            ("SESSION_MAX_AGE", session_max_age),
+        ] {
             if d.is_zero() {
                 return Err(ConfigError::new(var, "must be greater than zero"));
             }
@@ -265,24 +303,43 @@ impl Config {
 
         let google = match (get("GOOGLE_CLIENT_ID"), get("GOOGLE_CLIENT_SECRET")) {
             (Some(client_id), Some(secret)) => {
-                let issuer = get("GOOGLE_ISSUER").unwrap_or_else(|| "https://accounts.google.com".to_owned());
+                let issuer = get("GOOGLE_ISSUER")
+                    .unwrap_or_else(|| "https://accounts.google.com".to_owned());
                 let parsed = Url::parse(&issuer)
                     .map_err(|e| ConfigError::new("GOOGLE_ISSUER", format!("not a URL ({e})")))?;
                 if production && parsed.scheme() != "https" {
-                    return Err(ConfigError::new("GOOGLE_ISSUER", "must be https:// when ENV=production"));
+                    return Err(ConfigError::new(
+                        "GOOGLE_ISSUER",
+                        "must be https:// when ENV=production",
+                    ));
                 }
-                Some(GoogleConfig { client_id, client_secret: SecretString::from(secret), issuer })
+                Some(GoogleConfig {
+                    client_id,
+                    client_secret: SecretString::from(secret),
+                    issuer,
+                })
             }
-            (Some(_), None) => return Err(ConfigError::new("GOOGLE_CLIENT_SECRET", "must be set when GOOGLE_CLIENT_ID is")),
-            (None, Some(_)) => return Err(ConfigError::new("GOOGLE_CLIENT_ID", "must be set when GOOGLE_CLIENT_SECRET is")),
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "GOOGLE_CLIENT_SECRET",
+                    "must be set when GOOGLE_CLIENT_ID is",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "GOOGLE_CLIENT_ID",
+                    "must be set when GOOGLE_CLIENT_SECRET is",
+                ));
+            }
             (None, None) => None,
         };
 
         let mut allowed_origins = vec![public_origin.clone()];
         if let Some(list) = get("ALLOWED_ORIGINS") {
             for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let u = Url::parse(item)
-                    .map_err(|_| ConfigError::new("ALLOWED_ORIGINS", format!("not an origin: {item:?}")))?;
+                let u = Url::parse(item).map_err(|_| {
+                    ConfigError::new("ALLOWED_ORIGINS", format!("not an origin: {item:?}"))
+                })?;
                 let origin = u.origin();
                 if !origin.is_tuple() || u.path() != "/" {
                     return Err(ConfigError::new(
@@ -300,7 +357,12 @@ impl Config {
                 let net = item
                     .parse::<IpNet>()
                     .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
-                    .map_err(|_| ConfigError::new("TRUSTED_PROXIES", format!("not an IP address or CIDR: {item:?}")))?;
+                    .map_err(|_| {
+                        ConfigError::new(
+                            "TRUSTED_PROXIES",
+                            format!("not an IP address or CIDR: {item:?}"),
+                        )
+                    })?;
                 trusted_proxies.push(net);
             }
         }
@@ -315,7 +377,12 @@ impl Config {
             }
             Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(other) => return Err(ConfigError::new("LOG_FORMAT", format!("expected text or json, got {other:?}"))),
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "LOG_FORMAT",
+                    format!("expected text or json, got {other:?}"),
+                ));
+            }
         };
 
         Ok(Self {
@@ -344,15 +411,24 @@ impl Config {
     /// A development configuration on a fresh in-memory database with cheap password
     /// hashing, for tests.
     pub fn for_tests() -> Self {
-        let mut c = Self::from_pairs([("DATABASE_URL", "sqlite::memory:")]).expect("test config is valid");
-        c.password = PasswordParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+        let mut c =
+            Self::from_pairs([("DATABASE_URL", "sqlite::memory:")]).expect("test config is valid");
+        c.password = PasswordParams {
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
         c
     }
 
     /// `sqlite` or `postgres`, for logs.
     pub fn database_kind(&self) -> &'static str {
         use secrecy::ExposeSecret;
-        if self.database_url.expose_secret().starts_with("sqlite:") { "sqlite" } else { "postgres" }
+        if self.database_url.expose_secret().starts_with("sqlite:") {
+            "sqlite"
+        } else {
+            "postgres"
+        }
     }
 
     /// The one start-up line of SPEC 2 (never a secret).
@@ -364,7 +440,11 @@ impl Config {
         };
         format!(
             "latchkey starting: mode={} ({why}), listen={}, public_url={}, database={}, google={}",
-            if self.production { "production" } else { "development" },
+            if self.production {
+                "production"
+            } else {
+                "development"
+            },
             self.listen_addr,
             self.public_url,
             self.database_kind(),
@@ -405,7 +485,10 @@ mod tests {
     fn durations_accept_seconds_and_units() {
         assert_eq!(parse_duration("900").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("14d").unwrap(), Duration::from_secs(14 * 86_400));
+        assert_eq!(
+            parse_duration("14d").unwrap(),
+            Duration::from_secs(14 * 86_400)
+        );
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         for bad in ["", "m", "15x", "-1", "1.5m", "99999999999999999999", "15 m"] {
@@ -415,10 +498,15 @@ mod tests {
 
     #[test]
     fn production_refuses_http_public_url_naming_the_variable() {
-        let err = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "http://example.com")]).unwrap_err();
+        let err = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "http://example.com")])
+            .unwrap_err();
         assert_eq!(err.var, "PUBLIC_URL");
-        assert!(err.to_string().starts_with("invalid configuration: PUBLIC_URL:"));
-        let ok = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "https://example.com")]).unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("invalid configuration: PUBLIC_URL:")
+        );
+        let ok = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "https://example.com")])
+            .unwrap();
         assert!(ok.production);
         assert_eq!(ok.log_format, LogFormat::Json);
     }
@@ -426,7 +514,10 @@ mod tests {
     #[test]
     fn only_the_exact_value_production_turns_production_on() {
         for v in ["prod", "Production", "development", ""] {
-            assert!(!Config::from_pairs([("ENV", v)]).unwrap().production, "{v:?}");
+            assert!(
+                !Config::from_pairs([("ENV", v)]).unwrap().production,
+                "{v:?}"
+            );
         }
     }
 
@@ -445,7 +536,10 @@ mod tests {
         ])
         .unwrap();
         let dbg = format!("{c:?}");
-        assert!(!dbg.contains("s3cr3t-value") && !dbg.contains("dbpass"), "{dbg}");
+        assert!(
+            !dbg.contains("s3cr3t-value") && !dbg.contains("dbpass"),
+            "{dbg}"
+        );
         assert!(!c.startup_summary().contains("dbpass"));
     }
 }

@@ -28,15 +28,27 @@ impl CookiePolicy {
     }
 
     pub fn access_name(&self) -> &'static str {
-        if self.production { "__Host-access_token" } else { "access_token" }
+        if self.production {
+            "__Host-access_token"
+        } else {
+            "access_token"
+        }
     }
 
     pub fn refresh_name(&self) -> &'static str {
-        if self.production { "__Secure-refresh_token" } else { "refresh_token" }
+        if self.production {
+            "__Secure-refresh_token"
+        } else {
+            "refresh_token"
+        }
     }
 
     pub fn oauth_state_name(&self) -> &'static str {
-        if self.production { "__Secure-oauth_state" } else { "oauth_state" }
+        if self.production {
+            "__Secure-oauth_state"
+        } else {
+            "oauth_state"
+        }
     }
 
     fn access(&self, value: String, max_age: Duration) -> Cookie<'static> {
@@ -44,16 +56,36 @@ impl CookiePolicy {
     }
 
     fn refresh(&self, value: String, max_age: Duration) -> Cookie<'static> {
-        self.base(self.refresh_name(), value, REFRESH_COOKIE_PATH, SameSite::Strict, max_age)
+        self.base(
+            self.refresh_name(),
+            value,
+            REFRESH_COOKIE_PATH,
+            SameSite::Strict,
+            max_age,
+        )
     }
 
     fn oauth_state(&self, value: String, max_age: Duration) -> Cookie<'static> {
-        self.base(self.oauth_state_name(), value, OAUTH_STATE_COOKIE_PATH, SameSite::Lax, max_age)
+        self.base(
+            self.oauth_state_name(),
+            value,
+            OAUTH_STATE_COOKIE_PATH,
+            SameSite::Lax,
+            max_age,
+        )
     }
 
-    fn base(&self, name: &'static str, value: String, path: &'static str, same_site: SameSite, max_age: Duration) -> Cookie<'static> {
+    fn base(
+        &self,
+        name: &'static str,
+        value: String,
+        path: &'static str,
+        same_site: SameSite,
+        max_age: Duration,
+    ) -> Cookie<'static> {
         // Rounded up: a cookie must not vanish from the browser before its token expires.
-        let secs = i64::try_from(max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0)).unwrap_or(i64::MAX);
+        let secs = i64::try_from(max_age.as_secs() + u64::from(max_age.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX);
         Cookie::build((name, value))
             .http_only(true)
             .secure(self.production)
@@ -82,8 +114,14 @@ fn append(headers: &mut HeaderMap, cookie: Cookie<'static>) {
 
 /// Writes the access and refresh cookies.
 pub fn set_auth_cookies(policy: CookiePolicy, headers: &mut HeaderMap, c: &AuthCookies<'_>) {
-    append(headers, policy.access(c.access_token.to_owned(), c.access_max_age));
-    append(headers, policy.refresh(c.refresh_token.to_owned(), c.refresh_max_age));
+    append(
+        headers,
+        policy.access(c.access_token.to_owned(), c.access_max_age),
+    );
+    append(
+        headers,
+        policy.refresh(c.refresh_token.to_owned(), c.refresh_max_age),
+    );
 }
 
 /// Clears both auth cookies: same name, path and flags, empty value, `Max-Age=0`.
@@ -121,7 +159,10 @@ mod tests {
     use super::*;
 
     fn set_cookies(h: &HeaderMap) -> Vec<String> {
-        h.get_all(header::SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+        h.get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
     }
 
     fn attrs(line: &str) -> (String, Vec<String>) {
@@ -133,7 +174,12 @@ mod tests {
     }
 
     fn sample() -> AuthCookies<'static> {
-        AuthCookies { access_token: "AT", access_max_age: Duration::from_secs(900), refresh_token: "RT", refresh_max_age: Duration::from_secs(1_209_600) }
+        AuthCookies {
+            access_token: "AT",
+            access_max_age: Duration::from_secs(900),
+            refresh_token: "RT",
+            refresh_max_age: Duration::from_secs(1_209_600),
+        }
     }
 
     #[test]
@@ -141,8 +187,30 @@ mod tests {
         let mut h = HeaderMap::new();
         set_auth_cookies(CookiePolicy::new(false), &mut h, &sample());
         let c = set_cookies(&h);
-        assert_eq!(attrs(&c[0]), ("access_token=AT".into(), vec!["HttpOnly".into(), "Max-Age=900".into(), "Path=/".into(), "SameSite=Lax".into()]));
-        assert_eq!(attrs(&c[1]), ("refresh_token=RT".into(), vec!["HttpOnly".into(), "Max-Age=1209600".into(), "Path=/api/v1/auth".into(), "SameSite=Strict".into()]));
+        assert_eq!(
+            attrs(&c[0]),
+            (
+                "access_token=AT".into(),
+                vec![
+                    "HttpOnly".into(),
+                    "Max-Age=900".into(),
+                    "Path=/".into(),
+                    "SameSite=Lax".into()
+                ]
+            )
+        );
+        assert_eq!(
+            attrs(&c[1]),
+            (
+                "refresh_token=RT".into(),
+                vec![
+                    "HttpOnly".into(),
+                    "Max-Age=1209600".into(),
+                    "Path=/api/v1/auth".into(),
+                    "SameSite=Strict".into()
+                ]
+            )
+        );
         assert_eq!(h[header::CACHE_CONTROL], "no-store");
     }
 
@@ -151,8 +219,32 @@ mod tests {
         let mut h = HeaderMap::new();
         set_auth_cookies(CookiePolicy::new(true), &mut h, &sample());
         let c = set_cookies(&h);
-        assert_eq!(attrs(&c[0]), ("__Host-access_token=AT".into(), vec!["HttpOnly".into(), "Max-Age=900".into(), "Path=/".into(), "SameSite=Lax".into(), "Secure".into()]));
-        assert_eq!(attrs(&c[1]), ("__Secure-refresh_token=RT".into(), vec!["HttpOnly".into(), "Max-Age=1209600".into(), "Path=/api/v1/auth".into(), "SameSite=Strict".into(), "Secure".into()]));
+        assert_eq!(
+            attrs(&c[0]),
+            (
+                "__Host-access_token=AT".into(),
+                vec![
+                    "HttpOnly".into(),
+                    "Max-Age=900".into(),
+                    "Path=/".into(),
+                    "SameSite=Lax".into(),
+                    "Secure".into()
+                ]
+            )
+        );
+        assert_eq!(
+            attrs(&c[1]),
+            (
+                "__Secure-refresh_token=RT".into(),
+                vec![
+                    "HttpOnly".into(),
+                    "Max-Age=1209600".into(),
+                    "Path=/api/v1/auth".into(),
+                    "SameSite=Strict".into(),
+                    "Secure".into()
+                ]
+            )
+        );
         for line in &c {
             assert!(!line.to_ascii_lowercase().contains("domain"), "{line}");
         }
@@ -183,10 +275,33 @@ mod tests {
     fn oauth_state_cookie_follows_the_table() {
         let mut h = HeaderMap::new();
         set_oauth_state_cookie(CookiePolicy::new(false), &mut h, "S".into());
-        assert_eq!(attrs(&set_cookies(&h)[0]), ("oauth_state=S".into(), vec!["HttpOnly".into(), "Max-Age=600".into(), "Path=/api/v1/auth/google".into(), "SameSite=Lax".into()]));
+        assert_eq!(
+            attrs(&set_cookies(&h)[0]),
+            (
+                "oauth_state=S".into(),
+                vec![
+                    "HttpOnly".into(),
+                    "Max-Age=600".into(),
+                    "Path=/api/v1/auth/google".into(),
+                    "SameSite=Lax".into()
+                ]
+            )
+        );
         let mut h = HeaderMap::new();
         set_oauth_state_cookie(CookiePolicy::new(true), &mut h, "S".into());
-        assert_eq!(attrs(&set_cookies(&h)[0]), ("__Secure-oauth_state=S".into(), vec!["HttpOnly".into(), "Max-Age=600".into(), "Path=/api/v1/auth/google".into(), "SameSite=Lax".into(), "Secure".into()]));
+        assert_eq!(
+            attrs(&set_cookies(&h)[0]),
+            (
+                "__Secure-oauth_state=S".into(),
+                vec![
+                    "HttpOnly".into(),
+                    "Max-Age=600".into(),
+                    "Path=/api/v1/auth/google".into(),
+                    "SameSite=Lax".into(),
+                    "Secure".into()
+                ]
+            )
+        );
         let mut h = HeaderMap::new();
         clear_oauth_state_cookie(CookiePolicy::new(true), &mut h);
         assert!(set_cookies(&h)[0].starts_with("__Secure-oauth_state=;"));
@@ -195,7 +310,10 @@ mod tests {
     #[test]
     fn reads_every_value_of_a_cookie() {
         let mut h = HeaderMap::new();
-        h.append(header::COOKIE, HeaderValue::from_static("a=1; access_token=x"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; access_token=x"),
+        );
         h.append(header::COOKIE, HeaderValue::from_static("access_token=y"));
         assert_eq!(read_cookie(&h, "access_token"), vec!["x", "y"]);
         assert!(read_cookie(&h, "refresh_token").is_empty());

@@ -25,7 +25,9 @@ impl Email {
             return Err(InvalidEmail);
         }
         let (local, domain) = canonical.rsplit_once('@').ok_or(InvalidEmail)?;
-        let bad = |c: char| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',' | ';' | '\\');
+        let bad = |c: char| {
+            c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"' | ',' | ';' | '\\')
+        };
         if local.is_empty()
             || local.chars().count() > 64
             || domain.is_empty()
@@ -162,17 +164,37 @@ mod tests {
     #[test]
     fn malformed_emails_are_refused() {
         let long = format!("{}@example.com", "a".repeat(250));
-        for bad in ["", "plain", "@example.com", "a@", "a@b", "a b@example.com", "a@exa mple.com", "a@@example.com", "a@.example.com", &long] {
+        for bad in [
+            "",
+            "plain",
+            "@example.com",
+            "a@",
+            "a@b",
+            "a b@example.com",
+            "a@exa mple.com",
+            "a@@example.com",
+            "a@.example.com",
+            &long,
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }
     }
 
     #[test]
     fn password_bounds_follow_nist() {
-        assert_eq!(Password::parse("1234567".into()).unwrap_err(), WeakPassword::TooShort);
+        assert_eq!(
+            Password::parse("1234567".into()).unwrap_err(),
+            WeakPassword::TooShort
+        );
         assert!(Password::parse("12345678".into()).is_ok());
         assert!(Password::parse("é".repeat(256)).is_ok());
-        assert_eq!(Password::parse("x".repeat(257)).unwrap_err(), WeakPassword::TooLong);
-        assert_eq!(format!("{:?}", Password::parse("hunter2hunter2".into()).unwrap()), "Password([redacted])");
+        assert_eq!(
+            Password::parse("x".repeat(257)).unwrap_err(),
+            WeakPassword::TooLong
+        );
+        assert_eq!(
+            format!("{:?}", Password::parse("hunter2hunter2".into()).unwrap()),
+            "Password([redacted])"
+        );
     }
 }

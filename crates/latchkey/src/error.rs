@@ -85,8 +85,10 @@ impl ApiError {
             InvalidRequest(_) | InvalidEmail | WeakPassword(_) => StatusCode::BAD_REQUEST,
             EmailTaken => StatusCode::CONFLICT,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired | RefreshReused
-            | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => StatusCode::UNAUTHORIZED,
+            InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired
+            | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => {
+                StatusCode::UNAUTHORIZED
+            }
             NotFound | ProviderNotConfigured => StatusCode::NOT_FOUND,
             CrossOriginRejected => StatusCode::FORBIDDEN,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -143,7 +145,12 @@ impl ApiError {
             ApiError::Unavailable(_) => "The service is temporarily unavailable.".to_owned(),
             other => other.to_string(),
         };
-        Problem { kind: "about:blank".into(), title, status: self.status().as_u16(), code: self.code().into() }
+        Problem {
+            kind: "about:blank".into(),
+            title,
+            status: self.status().as_u16(),
+            code: self.code().into(),
+        }
     }
 }
 
@@ -172,7 +179,10 @@ impl IntoResponse for ApiError {
             }
         }
         if let ApiError::RateLimited { retry_after_secs } = self {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            h.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after_secs.max(1)),
+            );
         }
         res
     }

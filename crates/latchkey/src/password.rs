@@ -39,13 +39,20 @@ impl PasswordHasher {
     /// Builds the hasher; `concurrency` is the number of hashes that may run at once
     /// (normally the core count).
     pub fn new(p: PasswordParams, concurrency: usize) -> Result<Self, HashError> {
-        let params = Params::new(p.m_cost_kib, p.t_cost, p.p_cost, None).map_err(|e| HashError::Params(e.to_string()))?;
+        let params = Params::new(p.m_cost_kib, p.t_cost, p.p_cost, None)
+            .map_err(|e| HashError::Params(e.to_string()))?;
         let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
         let dummy_hash = argon
             .hash_password(b"latchkey dummy password for unknown users")
             .map_err(|e| HashError::Hash(e.to_string()))?
             .to_string();
-        Ok(Self { inner: Arc::new(Inner { params, permits: Semaphore::new(concurrency.max(1)), dummy_hash }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                params,
+                permits: Semaphore::new(concurrency.max(1)),
+                dummy_hash,
+            }),
+        })
     }
 
     /// Hashes a new password into a PHC string.
@@ -71,16 +78,30 @@ impl PasswordHasher {
             .run(move || {
                 use secrecy::ExposeSecret;
                 // A stored hash that does not parse verifies nothing.
-                let Ok(parsed) = PasswordHash::new(&hash) else { return false };
-                Argon2::default().verify_password(password.expose_secret().as_bytes(), &parsed).is_ok()
+                let Ok(parsed) = PasswordHash::new(&hash) else {
+                    return false;
+                };
+                Argon2::default()
+                    .verify_password(password.expose_secret().as_bytes(), &parsed)
+                    .is_ok()
             })
             .await?;
         Ok(real && ok)
     }
 
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
-        let _permit = self.inner.permits.acquire().await.map_err(|_| HashError::Join)?;
-        tokio::task::spawn_blocking(f).await.map_err(|_| HashError::Join)
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| HashError::Join)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|_| HashError::Join)
     }
 }
 
@@ -89,13 +110,24 @@ mod tests {
     use super::*;
 
     fn cheap() -> PasswordHasher {
-        PasswordHasher::new(PasswordParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 }, 2).unwrap()
+        PasswordHasher::new(
+            PasswordParams {
+                m_cost_kib: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            2,
+        )
+        .unwrap()
     }
 
     #[tokio::test]
     async fn hashes_are_argon2id_and_verify() {
         let h = cheap();
-        let phc = h.hash(Password::parse("correct horse".into()).unwrap()).await.unwrap();
+        let phc = h
+            .hash(Password::parse("correct horse".into()).unwrap())
+            .await
+            .unwrap();
         assert!(phc.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{phc}");
         assert!(h.verify("correct horse", Some(&phc)).await.unwrap());
         assert!(!h.verify("wrong horse!", Some(&phc)).await.unwrap());
@@ -104,7 +136,11 @@ mod tests {
     #[tokio::test]
     async fn unknown_user_never_verifies_even_with_the_dummy_password() {
         let h = cheap();
-        assert!(!h.verify("latchkey dummy password for unknown users", None).await.unwrap());
+        assert!(
+            !h.verify("latchkey dummy password for unknown users", None)
+                .await
+                .unwrap()
+        );
         assert!(!h.verify("x", Some("not a phc string")).await.unwrap());
     }
 

@@ -41,7 +41,9 @@ pub struct MemoryLimiter {
 
 fn quota(q: Quota) -> GQuota {
     let burst = NonZeroU32::new(q.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-    GQuota::with_period(q.period.max(Duration::from_millis(1))).unwrap_or_else(|| GQuota::per_second(burst)).allow_burst(burst)
+    GQuota::with_period(q.period.max(Duration::from_millis(1)))
+        .unwrap_or_else(|| GQuota::per_second(burst))
+        .allow_burst(burst)
 }
 
 impl MemoryLimiter {
@@ -69,7 +71,8 @@ impl RateLimiter for MemoryLimiter {
             Bucket::AuthPerEmail => &self.per_email,
             Bucket::RefreshPerSession => &self.per_session,
         };
-        l.check_key(&key.to_owned()).map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
+        l.check_key(&key.to_owned())
+            .map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
     }
 
     async fn maintain(&self) {
@@ -83,7 +86,9 @@ pub struct Limits(pub Arc<dyn RateLimiter>);
 
 fn limited(wait: Duration) -> ApiError {
     metrics::counter!("latchkey_rate_limited_total").increment(1);
-    ApiError::RateLimited { retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0) }
+    ApiError::RateLimited {
+        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    }
 }
 
 impl Limits {
@@ -94,10 +99,16 @@ impl Limits {
 
     /// Login/signup attempts per canonical email.
     pub async fn check_auth_email(&self, email: &str) -> Result<(), ApiError> {
-        self.0.check(Bucket::AuthPerEmail, email).await.map_err(limited)
+        self.0
+            .check(Bucket::AuthPerEmail, email)
+            .await
+            .map_err(limited)
     }
 
     pub async fn check_refresh(&self, session: &str) -> Result<(), ApiError> {
-        self.0.check(Bucket::RefreshPerSession, session).await.map_err(limited)
+        self.0
+            .check(Bucket::RefreshPerSession, session)
+            .await
+            .map_err(limited)
     }
 }

@@ -73,22 +73,34 @@ impl AppState {
     /// Like [`AppState::start`] with an already opened, migrated store.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
         let keys = KeyRing::load(store.clone(), config.access_ttl).await?;
-        let secret = store.server_secret("refresh_hmac", &RefreshSecret::generate_bytes()).await?;
-        let refresh_secret = RefreshSecret::from_bytes(&secret).ok_or_else(|| StoreError::Other("stored refresh secret has the wrong length".into()))?;
+        let secret = store
+            .server_secret("refresh_hmac", &RefreshSecret::generate_bytes())
+            .await?;
+        let refresh_secret = RefreshSecret::from_bytes(&secret).ok_or_else(|| {
+            StoreError::Other("stored refresh secret has the wrong length".into())
+        })?;
         let horizon = ms(config.access_ttl) + (LEEWAY_SECS as i64) * 1000 + ms(RETIRED_KEY_MARGIN);
         let revocations = Revocations::new(horizon);
         let next = revocations.sync(&*store, now_ms() - horizon).await?;
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
         let hasher = PasswordHasher::new(config.password, cores)?;
         let google = match &config.google {
             Some(g) => {
-                let key = store.server_secret("oauth_state_key", &StateSealer::generate_key()).await?;
-                Some(Arc::new(GoogleProvider::new(g, &config.public_url, &key).map_err(StartError::Google)?))
+                let key = store
+                    .server_secret("oauth_state_key", &StateSealer::generate_key())
+                    .await?;
+                Some(Arc::new(
+                    GoogleProvider::new(g, &config.public_url, &key).map_err(StartError::Google)?,
+                ))
             }
             None => None,
         };
         // Shared through the store when it can (PostgreSQL: limits hold across instances).
-        let limiter: Arc<dyn RateLimiter> = store.rate_limiter(config.rate_limits).unwrap_or_else(|| Arc::new(MemoryLimiter::new(config.rate_limits)));
+        let limiter: Arc<dyn RateLimiter> = store
+            .rate_limiter(config.rate_limits)
+            .unwrap_or_else(|| Arc::new(MemoryLimiter::new(config.rate_limits)));
         let state = Self(Arc::new(Inner {
             cookies: CookiePolicy::new(config.production),
             limiter: Limits(limiter.clone()),
@@ -122,13 +134,14 @@ impl AppState {
                 }
                 n += 1;
                 // Keys change rarely: every ~10 polls (5 s by default).
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     if let Err(e) = inner.keys.reload().await {
                         tracing::warn!(error = %e, "key reload failed; retrying");
                     }
                     limiter.maintain().await;
                 }
-                metrics::gauge!("latchkey_revoked_sessions_cached").set(inner.revocations.len() as f64);
+                metrics::gauge!("latchkey_revoked_sessions_cached")
+                    .set(inner.revocations.len() as f64);
             }
         });
     }

@@ -8,26 +8,47 @@ use serde_json::json;
 fn attrs(line: &str) -> (String, Vec<String>) {
     let mut parts = line.split("; ");
     let name = parts.next().unwrap().split('=').next().unwrap().to_owned();
-    let mut rest: Vec<String> = parts.filter(|a| !a.starts_with("Max-Age")).map(str::to_owned).collect();
+    let mut rest: Vec<String> = parts
+        .filter(|a| !a.starts_with("Max-Age"))
+        .map(str::to_owned)
+        .collect();
     rest.sort();
     (name, rest)
 }
 
 fn max_age(line: &str) -> i64 {
-    line.split("; ").find_map(|a| a.strip_prefix("Max-Age=")).expect("Max-Age present").parse().unwrap()
+    line.split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .expect("Max-Age present")
+        .parse()
+        .unwrap()
 }
 
 fn expected(production: bool) -> [(String, Vec<String>); 2] {
-    let mut access = vec!["HttpOnly".to_owned(), "Path=/".to_owned(), "SameSite=Lax".to_owned()];
-    let mut refresh = vec!["HttpOnly".to_owned(), "Path=/api/v1/auth".to_owned(), "SameSite=Strict".to_owned()];
+    let mut access = vec![
+        "HttpOnly".to_owned(),
+        "Path=/".to_owned(),
+        "SameSite=Lax".to_owned(),
+    ];
+    let mut refresh = vec![
+        "HttpOnly".to_owned(),
+        "Path=/api/v1/auth".to_owned(),
+        "SameSite=Strict".to_owned(),
+    ];
     if production {
         access.push("Secure".into());
         refresh.push("Secure".into());
         access.sort();
         refresh.sort();
-        [("__Host-access_token".into(), access), ("__Secure-refresh_token".into(), refresh)]
+        [
+            ("__Host-access_token".into(), access),
+            ("__Secure-refresh_token".into(), refresh),
+        ]
     } else {
-        [("access_token".into(), access), ("refresh_token".into(), refresh)]
+        [
+            ("access_token".into(), access),
+            ("refresh_token".into(), refresh),
+        ]
     }
 }
 
@@ -35,7 +56,11 @@ async fn app_in(production: bool) -> TestApp {
     spawn_with(|c| {
         if production {
             let url = c.database_url.clone();
-            let mut p = latchkey::Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "https://auth.example")]).unwrap();
+            let mut p = latchkey::Config::from_pairs([
+                ("ENV", "production"),
+                ("PUBLIC_URL", "https://auth.example"),
+            ])
+            .unwrap();
             p.database_url = url;
             p.password = c.password;
             p.poll_interval = c.poll_interval;
@@ -47,7 +72,11 @@ async fn app_in(production: bool) -> TestApp {
 
 /// Sends the production-named cookies when needed.
 fn cookie_header(production: bool, access: Option<&str>, refresh: Option<&str>) -> String {
-    let (a, r) = if production { ("__Host-access_token", "__Secure-refresh_token") } else { ("access_token", "refresh_token") };
+    let (a, r) = if production {
+        ("__Host-access_token", "__Secure-refresh_token")
+    } else {
+        ("access_token", "refresh_token")
+    };
     let mut v = Vec::new();
     if let Some(x) = access {
         v.push(format!("{a}={x}"));
@@ -59,7 +88,17 @@ fn cookie_header(production: bool, access: Option<&str>, refresh: Option<&str>) 
 }
 
 fn value_of(lines: &[String], name: &str) -> String {
-    lines.iter().find(|l| l.starts_with(&format!("{name}="))).unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_owned()
+    lines
+        .iter()
+        .find(|l| l.starts_with(&format!("{name}=")))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_owned()
 }
 
 #[tokio::test]
@@ -71,17 +110,33 @@ async fn every_write_and_clear_in_both_modes() {
 
         // signup and login set both cookies.
         let mut written = Vec::new();
-        let res = app.post_json("/api/v1/auth/signup", &json!({"email": email, "password": PASSWORD})).await;
+        let res = app
+            .post_json(
+                "/api/v1/auth/signup",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(res.status(), 201);
         written.push(("signup", res.headers().clone()));
-        let res = app.post_json("/api/v1/auth/login", &json!({"email": email, "password": PASSWORD})).await;
+        let res = app
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(res.status(), 200);
         written.push(("login", res.headers().clone()));
         let lines = set_cookie_lines(&written[1].1);
         let (access, refresh) = (value_of(&lines, &want[0].0), value_of(&lines, &want[1].0));
 
         // refresh sets both.
-        let res = app.http.post(app.url("/api/v1/auth/refresh")).header("cookie", cookie_header(production, None, Some(&refresh))).send().await.unwrap();
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/refresh"))
+            .header("cookie", cookie_header(production, None, Some(&refresh)))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         written.push(("refresh", res.headers().clone()));
         let lines = set_cookie_lines(&written[2].1);
@@ -90,27 +145,71 @@ async fn every_write_and_clear_in_both_modes() {
         for (what, headers) in &written {
             let lines = set_cookie_lines(headers);
             assert_eq!(lines.len(), 2, "{what}: exactly two cookies");
-            assert_eq!(attrs(&lines[0]), want[0], "{what} access, production={production}: {}", lines[0]);
-            assert_eq!(attrs(&lines[1]), want[1], "{what} refresh, production={production}: {}", lines[1]);
-            assert_eq!(max_age(&lines[0]), 900, "{what}: access Max-Age is its lifetime");
-            assert_eq!(max_age(&lines[1]), 14 * 86_400, "{what}: refresh Max-Age is the idle lifetime");
-            assert!(lines.iter().all(|l| !l.to_ascii_lowercase().contains("domain=")), "{what}: no Domain");
+            assert_eq!(
+                attrs(&lines[0]),
+                want[0],
+                "{what} access, production={production}: {}",
+                lines[0]
+            );
+            assert_eq!(
+                attrs(&lines[1]),
+                want[1],
+                "{what} refresh, production={production}: {}",
+                lines[1]
+            );
+            assert_eq!(
+                max_age(&lines[0]),
+                900,
+                "{what}: access Max-Age is its lifetime"
+            );
+            assert_eq!(
+                max_age(&lines[1]),
+                14 * 86_400,
+                "{what}: refresh Max-Age is the idle lifetime"
+            );
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| !l.to_ascii_lowercase().contains("domain=")),
+                "{what}: no Domain"
+            );
             assert_eq!(headers["cache-control"], "no-store", "{what}");
         }
 
         // A failed refresh and logout clear both, with the same name, path and flags.
-        let res = app.http.post(app.url("/api/v1/auth/refresh")).header("cookie", cookie_header(production, None, Some("bad"))).send().await.unwrap();
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/refresh"))
+            .header("cookie", cookie_header(production, None, Some("bad")))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 401);
         let failed = res.headers().clone();
-        let res = app.http.post(app.url("/api/v1/auth/logout")).header("cookie", cookie_header(production, Some(&access), Some(&refresh2))).send().await.unwrap();
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/logout"))
+            .header(
+                "cookie",
+                cookie_header(production, Some(&access), Some(&refresh2)),
+            )
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 204);
-        for (what, headers) in [("failed refresh", failed), ("logout", res.headers().clone())] {
+        for (what, headers) in [
+            ("failed refresh", failed),
+            ("logout", res.headers().clone()),
+        ] {
             let lines = set_cookie_lines(&headers);
             assert_eq!(lines.len(), 2, "{what}");
             for (line, w) in lines.iter().zip(&want) {
                 assert_eq!(&attrs(line), w, "{what}: {line}");
                 assert_eq!(max_age(line), 0, "{what}: {line}");
-                assert!(line.starts_with(&format!("{}=;", w.0)), "{what}: empty value: {line}");
+                assert!(
+                    line.starts_with(&format!("{}=;", w.0)),
+                    "{what}: empty value: {line}"
+                );
             }
             assert_eq!(headers["cache-control"], "no-store");
         }
@@ -121,11 +220,30 @@ async fn every_write_and_clear_in_both_modes() {
 async fn nothing_else_sets_cookies() {
     let app = spawn().await;
     let jar = app.signup(&unique_email("none")).await;
-    for path in ["/api/v1/me", "/api/v1/auth/sessions", "/healthz", "/readyz", "/.well-known/jwks.json", "/api/v1/openapi.json", "/metrics"] {
+    for path in [
+        "/api/v1/me",
+        "/api/v1/auth/sessions",
+        "/healthz",
+        "/readyz",
+        "/.well-known/jwks.json",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ] {
         let res = app.get(path, &jar).await;
-        assert!(res.headers().get("set-cookie").is_none(), "{path} must not set cookies");
+        assert!(
+            res.headers().get("set-cookie").is_none(),
+            "{path} must not set cookies"
+        );
     }
-    let res = app.post_json("/api/v1/auth/login", &json!({"email": "x@example.com", "password": "wrong password"})).await;
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "x@example.com", "password": "wrong password"}),
+        )
+        .await;
     assert_eq!(res.status(), 401);
-    assert!(res.headers().get("set-cookie").is_none(), "failed login sets nothing");
+    assert!(
+        res.headers().get("set-cookie").is_none(),
+        "failed login sets nothing"
+    );
 }

@@ -26,22 +26,45 @@ async fn whoami(State(h): State<Host>, user: AuthUser) -> String {
 #[tokio::test]
 async fn auth_user_protects_a_host_route() {
     let state = AppState::start(test_config().await).await.unwrap();
-    let host = Router::new().route("/whoami", get(whoami)).with_state(Host { latchkey: state.clone(), name: "host" });
+    let host = Router::new()
+        .route("/whoami", get(whoami))
+        .with_state(Host {
+            latchkey: state.clone(),
+            name: "host",
+        });
     let app = latchkey::http::router(state.clone()).merge(host);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(latchkey::serve(listener, app, state.header_read_timeout(), std::future::pending()));
+    tokio::spawn(latchkey::serve(
+        listener,
+        app,
+        state.header_read_timeout(),
+        std::future::pending(),
+    ));
     let http = reqwest::Client::new();
 
     let res = http.get(format!("{base}/whoami")).send().await.unwrap();
     assert_problem(res, 401, "token_missing").await;
 
-    let res = http.post(format!("{base}/api/v1/auth/signup")).json(&serde_json::json!({"email": unique_email("host"), "password": PASSWORD})).send().await.unwrap();
+    let res = http
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email": unique_email("host"), "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 201);
     let mut jar = Jar::default();
     jar.update(res.headers());
     let user: serde_json::Value = res.json().await.unwrap();
-    let res = http.get(format!("{base}/whoami")).header("cookie", jar.header_for("/whoami")).send().await.unwrap();
+    let res = http
+        .get(format!("{base}/whoami"))
+        .header("cookie", jar.header_for("/whoami"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap(), format!("host:{}", user["user"]["id"].as_str().unwrap()));
+    assert_eq!(
+        res.text().await.unwrap(),
+        format!("host:{}", user["user"]["id"].as_str().unwrap())
+    );
 }

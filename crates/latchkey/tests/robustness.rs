@@ -9,7 +9,10 @@ use common::*;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn bytes(&mut self, n: usize) -> Vec<u8> {
@@ -24,7 +27,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/logout"),
     ("POST", "/api/v1/auth/logout-all"),
     ("GET", "/api/v1/auth/sessions"),
-    ("DELETE", "/api/v1/auth/sessions/00000000-0000-0000-0000-000000000000"),
+    (
+        "DELETE",
+        "/api/v1/auth/sessions/00000000-0000-0000-0000-000000000000",
+    ),
     ("GET", "/api/v1/me"),
 ];
 
@@ -51,22 +57,47 @@ async fn hostile_requests_never_get_a_5xx_and_leave_sessions_intact() {
         "refresh_token=%00; access_token=%ff".to_owned(),
         format!("access_token={}", "x".repeat(8000)),
         "access_token=a.b.c; access_token=d.e.f".to_owned(),
-        format!("refresh_token={}", victim.refresh.clone().unwrap().chars().rev().collect::<String>()),
+        format!(
+            "refresh_token={}",
+            victim
+                .refresh
+                .clone()
+                .unwrap()
+                .chars()
+                .rev()
+                .collect::<String>()
+        ),
         "=; ;;; refresh_token".to_owned(),
     ];
     let mut n = 0;
     for (method, path) in ROUTES {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
         for i in 0..24 {
-            let body = if i < bodies.len() { bodies[i].clone() } else {
+            let body = if i < bodies.len() {
+                bodies[i].clone()
+            } else {
                 let len = (rng.next() % 600) as usize;
                 rng.bytes(len)
             };
             let mut req = app.http.request(m.clone(), app.url(path)).body(body);
-            req = req.header("content-type", if i % 3 == 0 { "application/json" } else { "application/json; charset=latin1" });
+            req = req.header(
+                "content-type",
+                if i % 3 == 0 {
+                    "application/json"
+                } else {
+                    "application/json; charset=latin1"
+                },
+            );
             req = req.header("cookie", &cookies[i % cookies.len()]);
             if i % 4 == 1 {
-                req = req.header("authorization", format!("Bearer {}", String::from_utf8_lossy(&rng.bytes(40)).replace(|c: char| !c.is_ascii_graphic(), "A")));
+                req = req.header(
+                    "authorization",
+                    format!(
+                        "Bearer {}",
+                        String::from_utf8_lossy(&rng.bytes(40))
+                            .replace(|c: char| !c.is_ascii_graphic(), "A")
+                    ),
+                );
             }
             if i % 5 == 2 {
                 req = req.header("x-forwarded-for", "1.2.3.4, garbage, ::1");
@@ -75,7 +106,12 @@ async fn hostile_requests_never_get_a_5xx_and_leave_sessions_intact() {
             let status = res.status().as_u16();
             assert!(status < 500, "{method} {path} #{i}: {status}");
             if status >= 400 {
-                let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let ct = res
+                    .headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
                 assert_eq!(ct, "application/problem+json", "{method} {path} #{i}");
                 let body: serde_json::Value = res.json().await.expect("problem body is JSON");
                 assert!(body["code"].as_str().is_some_and(|c| !c.is_empty()));
@@ -84,7 +120,11 @@ async fn hostile_requests_never_get_a_5xx_and_leave_sessions_intact() {
         }
     }
     assert_eq!(n, ROUTES.len() * 24);
-    assert_eq!(app.me_status(&victim).await, 200, "the victim's session survived");
+    assert_eq!(
+        app.me_status(&victim).await,
+        200,
+        "the victim's session survived"
+    );
     let mut v = victim.clone();
     assert_eq!(app.refresh(&mut v).await.0, 200);
 }

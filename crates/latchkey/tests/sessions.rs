@@ -23,7 +23,14 @@ async fn signup_me_refresh_me_logout_me() {
 
     let me: Value = app.get("/api/v1/me", &jar).await.json().await.unwrap();
     assert_eq!(me["email"], email);
-    for k in ["id", "email", "name", "email_verified", "created_at", "providers"] {
+    for k in [
+        "id",
+        "email",
+        "name",
+        "email_verified",
+        "created_at",
+        "providers",
+    ] {
         assert!(me.get(k).is_some(), "{k}");
     }
 
@@ -39,7 +46,10 @@ async fn signup_me_refresh_me_logout_me() {
     assert_eq!(res.status(), 204);
     let old = jar.clone();
     jar.update(res.headers());
-    assert!(jar.access.is_none() && jar.refresh.is_none(), "logout clears both cookies");
+    assert!(
+        jar.access.is_none() && jar.refresh.is_none(),
+        "logout clears both cookies"
+    );
     // The access token of the logged-out session is dead at once, though unexpired.
     assert_problem(app.get("/api/v1/me", &old).await, 401, "session_revoked").await;
     assert_problem(app.get("/api/v1/me", &jar).await, 401, "token_missing").await;
@@ -52,9 +62,24 @@ async fn wrong_password_and_unknown_email_answer_identically() {
     let app = spawn().await;
     let email = unique_email("cred");
     app.signup(&email).await;
-    let wrong = app.post_json("/api/v1/auth/login", &json!({"email": email, "password": "not the password"})).await;
-    let unknown = app.post_json("/api/v1/auth/login", &json!({"email": unique_email("nobody"), "password": "not the password"})).await;
-    let malformed = app.post_json("/api/v1/auth/login", &json!({"email": "not-an-email", "password": "not the password"})).await;
+    let wrong = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": "not the password"}),
+        )
+        .await;
+    let unknown = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": unique_email("nobody"), "password": "not the password"}),
+        )
+        .await;
+    let malformed = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "not-an-email", "password": "not the password"}),
+        )
+        .await;
     let mut bodies = Vec::new();
     for res in [wrong, unknown, malformed] {
         assert!(res.headers().get("set-cookie").is_none());
@@ -63,7 +88,12 @@ async fn wrong_password_and_unknown_email_answer_identically() {
     assert_eq!(bodies[0], bodies[1]);
     assert_eq!(bodies[1], bodies[2]);
     // And the right password works, with any casing of the email.
-    let ok = app.post_json("/api/v1/auth/login", &json!({"email": email.to_uppercase(), "password": PASSWORD})).await;
+    let ok = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email.to_uppercase(), "password": PASSWORD}),
+        )
+        .await;
     assert_eq!(ok.status(), 200);
 }
 
@@ -72,19 +102,80 @@ async fn signup_validates_input() {
     let app = spawn().await;
     let email = unique_email("dup");
     app.signup(&email).await;
-    assert_problem(app.post_json("/api/v1/auth/signup", &json!({"email": email.to_uppercase(), "password": PASSWORD})).await, 409, "email_taken").await;
-    assert_problem(app.post_json("/api/v1/auth/signup", &json!({"email": "nope", "password": PASSWORD})).await, 400, "invalid_email").await;
-    assert_problem(app.post_json("/api/v1/auth/signup", &json!({"email": unique_email("w"), "password": "short"})).await, 400, "weak_password").await;
-    assert_problem(app.post_json("/api/v1/auth/signup", &json!({"email": unique_email("w"), "password": "x".repeat(257)})).await, 400, "weak_password").await;
-    assert_problem(app.post_json("/api/v1/auth/signup", &json!({"email": unique_email("w")})).await, 400, "invalid_request").await;
-    assert_problem(app.post_json("/api/v1/auth/signup", &json!({"email": unique_email("w"), "password": 12345678})).await, 400, "invalid_request").await;
+    assert_problem(
+        app.post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": email.to_uppercase(), "password": PASSWORD}),
+        )
+        .await,
+        409,
+        "email_taken",
+    )
+    .await;
+    assert_problem(
+        app.post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": "nope", "password": PASSWORD}),
+        )
+        .await,
+        400,
+        "invalid_email",
+    )
+    .await;
+    assert_problem(
+        app.post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": unique_email("w"), "password": "short"}),
+        )
+        .await,
+        400,
+        "weak_password",
+    )
+    .await;
+    assert_problem(
+        app.post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": unique_email("w"), "password": "x".repeat(257)}),
+        )
+        .await,
+        400,
+        "weak_password",
+    )
+    .await;
+    assert_problem(
+        app.post_json("/api/v1/auth/signup", &json!({"email": unique_email("w")}))
+            .await,
+        400,
+        "invalid_request",
+    )
+    .await;
+    assert_problem(
+        app.post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": unique_email("w"), "password": 12345678}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn logout_is_204_with_no_or_bad_cookies() {
     let app = spawn().await;
-    for cookie in ["", "refresh_token=garbage; access_token=garbage", "refresh_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
-        let res = app.http.post(app.url("/api/v1/auth/logout")).header("cookie", cookie).send().await.unwrap();
+    for cookie in [
+        "",
+        "refresh_token=garbage; access_token=garbage",
+        "refresh_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ] {
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/logout"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 204, "{cookie:?}");
         assert_eq!(set_cookies(res.headers()).len(), 2, "both cookies cleared");
         assert_eq!(res.headers()["cache-control"], "no-store");
@@ -95,8 +186,16 @@ async fn logout_is_204_with_no_or_bad_cookies() {
 async fn logout_with_only_the_refresh_cookie_revokes_the_session() {
     let app = spawn().await;
     let jar = app.signup(&unique_email("lo")).await;
-    let only_refresh = Jar { access: None, refresh: jar.refresh.clone() };
-    assert_eq!(app.post("/api/v1/auth/logout", &only_refresh).await.status(), 204);
+    let only_refresh = Jar {
+        access: None,
+        refresh: jar.refresh.clone(),
+    };
+    assert_eq!(
+        app.post("/api/v1/auth/logout", &only_refresh)
+            .await
+            .status(),
+        204
+    );
     assert_problem(app.get("/api/v1/me", &jar).await, 401, "session_revoked").await;
     let mut j = jar.clone();
     let res = app.post("/api/v1/auth/refresh", &j).await;
@@ -111,7 +210,12 @@ async fn logout_all_revokes_every_session_of_the_user_only() {
     let a = app.signup(&email).await;
     let b = app.login(&email).await;
     let other = app.signup(&unique_email("other")).await;
-    assert_problem(app.post("/api/v1/auth/logout-all", &Jar::default()).await, 401, "token_missing").await;
+    assert_problem(
+        app.post("/api/v1/auth/logout-all", &Jar::default()).await,
+        401,
+        "token_missing",
+    )
+    .await;
     let res = app.post("/api/v1/auth/logout-all", &a).await;
     assert_eq!(res.status(), 204);
     assert_eq!(set_cookies(res.headers()).len(), 2);
@@ -119,7 +223,11 @@ async fn logout_all_revokes_every_session_of_the_user_only() {
     assert_problem(app.get("/api/v1/me", &b).await, 401, "session_revoked").await;
     let mut b2 = b.clone();
     assert_eq!(app.refresh(&mut b2).await.0, 401);
-    assert_eq!(app.me_status(&other).await, 200, "another user's session is untouched");
+    assert_eq!(
+        app.me_status(&other).await,
+        200,
+        "another user's session is untouched"
+    );
 }
 
 #[tokio::test]
@@ -128,38 +236,107 @@ async fn sessions_are_listed_and_one_can_be_revoked() {
     let email = unique_email("list");
     let a = app.signup(&email).await;
     let b = app.login(&email).await;
-    let list: Value = app.get("/api/v1/auth/sessions", &a).await.json().await.unwrap();
+    let list: Value = app
+        .get("/api/v1/auth/sessions", &a)
+        .await
+        .json()
+        .await
+        .unwrap();
     let sessions = list["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
     assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
     for s in sessions {
-        for k in ["id", "created_at", "last_used_at", "user_agent", "ip", "current"] {
+        for k in [
+            "id",
+            "created_at",
+            "last_used_at",
+            "user_agent",
+            "ip",
+            "current",
+        ] {
             assert!(s.get(k).is_some(), "{k}");
         }
         assert_eq!(s["ip"], "127.0.0.1");
     }
-    let other_id = sessions.iter().find(|s| s["current"] == false).unwrap()["id"].as_str().unwrap().to_owned();
+    let other_id = sessions.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Another user cannot revoke it.
     let stranger = app.signup(&unique_email("stranger")).await;
-    assert_problem(app.with_jar(reqwest::Method::DELETE, &format!("/api/v1/auth/sessions/{other_id}"), &stranger).send().await.unwrap(), 404, "not_found").await;
+    assert_problem(
+        app.with_jar(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/auth/sessions/{other_id}"),
+            &stranger,
+        )
+        .send()
+        .await
+        .unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
     assert_eq!(app.me_status(&b).await, 200);
-    let res = app.with_jar(reqwest::Method::DELETE, &format!("/api/v1/auth/sessions/{other_id}"), &a).send().await.unwrap();
+    let res = app
+        .with_jar(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/auth/sessions/{other_id}"),
+            &a,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 204);
     assert_problem(app.get("/api/v1/me", &b).await, 401, "session_revoked").await;
     assert_eq!(app.me_status(&a).await, 200);
-    let res = app.with_jar(reqwest::Method::DELETE, &format!("/api/v1/auth/sessions/{other_id}"), &a).send().await.unwrap();
+    let res = app
+        .with_jar(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/auth/sessions/{other_id}"),
+            &a,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 404, "not_found").await;
-    let res = app.with_jar(reqwest::Method::DELETE, "/api/v1/auth/sessions/not-a-uuid", &a).send().await.unwrap();
+    let res = app
+        .with_jar(
+            reqwest::Method::DELETE,
+            "/api/v1/auth/sessions/not-a-uuid",
+            &a,
+        )
+        .send()
+        .await
+        .unwrap();
     assert_problem(res, 404, "not_found").await;
-    let list: Value = app.get("/api/v1/auth/sessions", &a).await.json().await.unwrap();
+    let list: Value = app
+        .get("/api/v1/auth/sessions", &a)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["sessions"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn refresh_without_or_with_unknown_cookie_is_401_and_clears() {
     let app = spawn().await;
-    for (cookie, code) in [("", "refresh_missing"), ("refresh_token=short", "refresh_invalid"), ("refresh_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "refresh_invalid")] {
-        let res = app.http.post(app.url("/api/v1/auth/refresh")).header("cookie", cookie).send().await.unwrap();
+    for (cookie, code) in [
+        ("", "refresh_missing"),
+        ("refresh_token=short", "refresh_invalid"),
+        (
+            "refresh_token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "refresh_invalid",
+        ),
+    ] {
+        let res = app
+            .http
+            .post(app.url("/api/v1/auth/refresh"))
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
         let cleared = set_cookies(res.headers());
         assert_eq!(cleared.len(), 2, "{code}: both cookies cleared");
         assert!(cleared.iter().all(|(_, v, zero)| v.is_empty() && *zero));
@@ -177,14 +354,26 @@ async fn previous_token_within_grace_gets_the_same_session_and_keeps_working() {
     // Tab B presents the token A just rotated: within grace, not theft.
     let (status, _) = app.refresh(&mut tab_b).await;
     assert_eq!(status, 200);
-    assert_eq!(tab_b.refresh, a.refresh, "the racer is handed the session's current token");
+    assert_eq!(
+        tab_b.refresh, a.refresh,
+        "the racer is handed the session's current token"
+    );
     assert_eq!(app.me_status(&tab_b).await, 200);
     // Whichever cookie the jar kept, it keeps working, for both holders, repeatedly.
     assert_eq!(app.refresh(&mut tab_b).await.0, 200);
     assert_eq!(app.refresh(&mut tab_b).await.0, 200);
     assert_eq!(app.me_status(&tab_b).await, 200);
-    let list: Value = app.get("/api/v1/auth/sessions", &tab_b).await.json().await.unwrap();
-    assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "no second session was created");
+    let list: Value = app
+        .get("/api/v1/auth/sessions", &tab_b)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["sessions"].as_array().unwrap().len(),
+        1,
+        "no second session was created"
+    );
 }
 
 #[tokio::test]
@@ -240,7 +429,10 @@ async fn fifty_concurrent_refreshes_with_one_token_all_succeed_and_every_cookie_
         jars.push(j);
     }
     let first = jars[0].refresh.clone();
-    assert!(jars.iter().all(|j| j.refresh == first), "every racer holds the session's one current token");
+    assert!(
+        jars.iter().all(|j| j.refresh == first),
+        "every racer holds the session's one current token"
+    );
     for j in &jars {
         assert_eq!(app.me_status(j).await, 200);
     }
@@ -254,7 +446,11 @@ async fn fifty_concurrent_refreshes_with_one_token_all_succeed_and_every_cookie_
 async fn idle_and_absolute_lifetimes_end_sessions() {
     let app = spawn_with(|c| c.refresh_ttl = Duration::from_secs(1)).await;
     let mut jar = app.signup(&unique_email("idle")).await;
-    assert_eq!(refresh_cookie_max_age(&app, &jar).await, 1, "Max-Age is the idle lifetime, rounded up");
+    assert_eq!(
+        refresh_cookie_max_age(&app, &jar).await,
+        1,
+        "Max-Age is the idle lifetime, rounded up"
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let res = app.post("/api/v1/auth/refresh", &jar).await;
     jar.update(res.headers());
@@ -262,7 +458,11 @@ async fn idle_and_absolute_lifetimes_end_sessions() {
 
     let app = spawn_with(|c| c.session_max_age = Duration::from_secs(1)).await;
     let mut jar = app.signup(&unique_email("abs")).await;
-    assert_eq!(app.refresh(&mut jar).await.0, 200, "refreshing inside the absolute lifetime works");
+    assert_eq!(
+        app.refresh(&mut jar).await.0,
+        200,
+        "refreshing inside the absolute lifetime works"
+    );
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let res = app.post("/api/v1/auth/refresh", &jar).await;
     assert_problem(res, 401, "refresh_expired").await;
@@ -272,24 +472,46 @@ async fn idle_and_absolute_lifetimes_end_sessions() {
 /// stays usable).
 async fn refresh_cookie_max_age(app: &TestApp, jar: &Jar) -> u64 {
     let res = app.post("/api/v1/auth/refresh", jar).await;
-    let line = set_cookie_lines(res.headers()).into_iter().find(|l| l.starts_with("refresh_token=")).unwrap();
-    line.split("; ").find_map(|a| a.strip_prefix("Max-Age=")).unwrap().parse().unwrap()
+    let line = set_cookie_lines(res.headers())
+        .into_iter()
+        .find(|l| l.starts_with("refresh_token="))
+        .unwrap();
+    line.split("; ")
+        .find_map(|a| a.strip_prefix("Max-Age="))
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn revocation_made_elsewhere_reaches_this_instance_quickly() {
     let app = spawn().await;
     let jar = app.signup(&unique_email("elsewhere")).await;
-    let me: Value = app.get("/api/v1/auth/sessions", &jar).await.json().await.unwrap();
-    let sid: latchkey::domain::SessionId = me["sessions"][0]["id"].as_str().unwrap().parse().unwrap();
+    let me: Value = app
+        .get("/api/v1/auth/sessions", &jar)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let sid: latchkey::domain::SessionId =
+        me["sessions"][0]["id"].as_str().unwrap().parse().unwrap();
     // As the CLI or another instance would: straight in the store, not through this app.
-    assert!(app.state.store().revoke_session(sid, None, latchkey::clock::now_ms(), "admin").await.unwrap());
+    assert!(
+        app.state
+            .store()
+            .revoke_session(sid, None, latchkey::clock::now_ms(), "admin")
+            .await
+            .unwrap()
+    );
     let started = std::time::Instant::now();
     loop {
         if app.me_status(&jar).await == 401 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(2), "revocation not seen within 2 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "revocation not seen within 2 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -299,7 +521,26 @@ async fn disabled_users_cannot_log_in() {
     let app = spawn().await;
     let email = unique_email("dis");
     app.signup(&email).await;
-    let u = app.state.store().user_by_email(&latchkey::domain::Email::parse(&email).unwrap()).await.unwrap().unwrap();
-    app.state.store().set_user_disabled(u.id, Some(1)).await.unwrap();
-    assert_problem(app.post_json("/api/v1/auth/login", &json!({"email": email, "password": PASSWORD})).await, 401, "invalid_credentials").await;
+    let u = app
+        .state
+        .store()
+        .user_by_email(&latchkey::domain::Email::parse(&email).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    app.state
+        .store()
+        .set_user_disabled(u.id, Some(1))
+        .await
+        .unwrap();
+    assert_problem(
+        app.post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
 }

@@ -85,7 +85,12 @@ pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
 
-fn with_cookies(state: &AppState, status: StatusCode, tokens: &IssuedTokens, body: impl Serialize) -> Response {
+fn with_cookies(
+    state: &AppState,
+    status: StatusCode,
+    tokens: &IssuedTokens,
+    body: impl Serialize,
+) -> Response {
     let mut headers = HeaderMap::new();
     set_auth_cookies(state.cookies(), &mut headers, &tokens.cookies());
     (status, headers, Json(body)).into_response()
@@ -98,9 +103,13 @@ fn cleared(state: &AppState, res: impl IntoResponse) -> Response {
 }
 
 fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(n) = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) else { return Ok(None) };
+    let Some(n) = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) else {
+        return Ok(None);
+    };
     if n.chars().count() > 100 || n.chars().any(char::is_control) {
-        return Err(ApiError::InvalidRequest("name must be at most 100 characters, without control characters".into()));
+        return Err(ApiError::InvalidRequest(
+            "name must be at most 100 characters, without control characters".into(),
+        ));
     }
     Ok(Some(n))
 }
@@ -116,24 +125,51 @@ fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn signup(State(state): State<AppState>, client: ClientCtx, ApiJson(req): ApiJson<SignupRequest>) -> Result<Response, ApiError> {
+pub async fn signup(
+    State(state): State<AppState>,
+    client: ClientCtx,
+    ApiJson(req): ApiJson<SignupRequest>,
+) -> Result<Response, ApiError> {
     state.limiter().check_auth_ip(&client.ip).await?;
     let email = Email::parse(&req.email).map_err(|_| ApiError::InvalidEmail)?;
     state.limiter().check_auth_email(email.as_str()).await?;
     let name = clean_name(req.name)?;
-    let password = Password::parse(req.password).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
-    let hash = state.hasher().hash(password).await.map_err(ApiError::internal)?;
+    let password =
+        Password::parse(req.password).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
+    let hash = state
+        .hasher()
+        .hash(password)
+        .await
+        .map_err(ApiError::internal)?;
     let user = state
         .store()
-        .create_user(NewUser { id: crate::domain::UserId::new(), email, name, password_hash: Some(hash), email_verified: false, created_at: now_ms() })
+        .create_user(NewUser {
+            id: crate::domain::UserId::new(),
+            email,
+            name,
+            password_hash: Some(hash),
+            email_verified: false,
+            created_at: now_ms(),
+        })
         .await
         .map_err(|e| match e {
             StoreError::Conflict => ApiError::EmailTaken,
             e => e.into(),
         })?;
-    let tokens = session::start(&state, user.id, ClientInfo { user_agent: client.user_agent, ip: Some(client.ip) }).await?;
+    let tokens = session::start(
+        &state,
+        user.id,
+        ClientInfo {
+            user_agent: client.user_agent,
+            ip: Some(client.ip),
+        },
+    )
+    .await?;
     metrics::counter!("latchkey_signups_total").increment(1);
-    let body = AuthResponse { user: UserView::load(&state, &user).await?, access_expires_at: rfc3339(tokens.access_expires_at * 1000) };
+    let body = AuthResponse {
+        user: UserView::load(&state, &user).await?,
+        access_expires_at: rfc3339(tokens.access_expires_at * 1000),
+    };
     Ok(with_cookies(&state, StatusCode::CREATED, &tokens, body))
 }
 
@@ -148,7 +184,11 @@ pub async fn signup(State(state): State<AppState>, client: ClientCtx, ApiJson(re
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn login(State(state): State<AppState>, client: ClientCtx, ApiJson(req): ApiJson<LoginRequest>) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    client: ClientCtx,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
     state.limiter().check_auth_ip(&client.ip).await?;
     let email = Email::parse(&req.email).ok();
     if let Some(e) = &email {
@@ -160,7 +200,14 @@ pub async fn login(State(state): State<AppState>, client: ClientCtx, ApiJson(req
     };
     // Unknown email, malformed email, or no password: the dummy hash is verified, so every
     // failure costs one Argon2id verification and returns the same answer.
-    let ok = state.hasher().verify(&req.password, user.as_ref().and_then(|u| u.password_hash.as_deref())).await.map_err(ApiError::internal)?;
+    let ok = state
+        .hasher()
+        .verify(
+            &req.password,
+            user.as_ref().and_then(|u| u.password_hash.as_deref()),
+        )
+        .await
+        .map_err(ApiError::internal)?;
     let user = match user {
         Some(u) if ok && u.disabled_at.is_none() => u,
         _ => {
@@ -168,14 +215,28 @@ pub async fn login(State(state): State<AppState>, client: ClientCtx, ApiJson(req
             return Err(ApiError::InvalidCredentials);
         }
     };
-    let tokens = session::start(&state, user.id, ClientInfo { user_agent: client.user_agent, ip: Some(client.ip) }).await?;
+    let tokens = session::start(
+        &state,
+        user.id,
+        ClientInfo {
+            user_agent: client.user_agent,
+            ip: Some(client.ip),
+        },
+    )
+    .await?;
     metrics::counter!("latchkey_logins_total", "method" => "password").increment(1);
-    let body = AuthResponse { user: UserView::load(&state, &user).await?, access_expires_at: rfc3339(tokens.access_expires_at * 1000) };
+    let body = AuthResponse {
+        user: UserView::load(&state, &user).await?,
+        access_expires_at: rfc3339(tokens.access_expires_at * 1000),
+    };
     Ok(with_cookies(&state, StatusCode::OK, &tokens, body))
 }
 
 fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    read_cookie(headers, state.cookies().refresh_name()).into_iter().find(|v| !v.is_empty()).map(str::to_owned)
+    read_cookie(headers, state.cookies().refresh_name())
+        .into_iter()
+        .find(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 /// Rotates the refresh token and issues a new access token for the same session.
@@ -189,7 +250,14 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let presented = refresh_cookie(&state, &headers);
     match rotation::refresh(&state, presented.as_deref()).await {
-        Ok(tokens) => with_cookies(&state, StatusCode::OK, &tokens, RefreshResponse { access_expires_at: rfc3339(tokens.access_expires_at * 1000) }),
+        Ok(tokens) => with_cookies(
+            &state,
+            StatusCode::OK,
+            &tokens,
+            RefreshResponse {
+                access_expires_at: rfc3339(tokens.access_expires_at * 1000),
+            },
+        ),
         Err(e) if e.status() == StatusCode::UNAUTHORIZED => cleared(&state, e),
         Err(e) => e.into_response(),
     }
@@ -204,16 +272,18 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Respo
     ))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result: Result<(), ApiError> = async {
-        if let Some(token) = refresh_cookie(&state, &headers).as_deref().and_then(crate::tokens::refresh::RefreshToken::parse) {
-            if let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await? {
-                session::revoke(&state, s.id, None, "logout").await?;
-                return Ok(());
-            }
+        if let Some(token) = refresh_cookie(&state, &headers)
+            .as_deref()
+            .and_then(crate::tokens::refresh::RefreshToken::parse)
+            && let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await?
+        {
+            session::revoke(&state, s.id, None, "logout").await?;
+            return Ok(());
         }
-        if let Ok(Some(token)) = access_token_of(&headers, state.cookies().access_name()) {
-            if let Ok(claims) = authenticate(&state, &token).await {
-                session::revoke(&state, claims.sid, Some(claims.sub), "logout").await?;
-            }
+        if let Ok(Some(token)) = access_token_of(&headers, state.cookies().access_name())
+            && let Ok(claims) = authenticate(&state, &token).await
+        {
+            session::revoke(&state, claims.sid, Some(claims.sub), "logout").await?;
         }
         Ok(())
     }
@@ -231,7 +301,10 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn logout_all(State(state): State<AppState>, user: AuthUser) -> Result<Response, ApiError> {
+pub async fn logout_all(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
     session::revoke_all(&state, user.user_id, "logout_all").await?;
     Ok(cleared(&state, StatusCode::NO_CONTENT))
 }
@@ -242,7 +315,10 @@ pub async fn logout_all(State(state): State<AppState>, user: AuthUser) -> Result
         (status = 200, description = "Live sessions, most recently used first", body = SessionList),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> Result<Json<SessionList>, ApiError> {
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<SessionList>, ApiError> {
     let sessions = state
         .store()
         .live_sessions(Some(user.user_id), now_ms())
@@ -269,7 +345,11 @@ pub async fn list_sessions(State(state): State<AppState>, user: AuthUser) -> Res
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no such live session of this user", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete_session(State(state): State<AppState>, user: AuthUser, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete_session(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let sid: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
     if session::revoke(&state, sid, Some(user.user_id), "revoked_by_user").await? {
         Ok(StatusCode::NO_CONTENT)
@@ -285,6 +365,11 @@ pub async fn delete_session(State(state): State<AppState>, user: AuthUser, Path(
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
-    let u = state.store().user_by_id(user.user_id).await?.filter(|u| u.disabled_at.is_none()).ok_or(ApiError::SessionRevoked)?;
+    let u = state
+        .store()
+        .user_by_id(user.user_id)
+        .await?
+        .filter(|u| u.disabled_at.is_none())
+        .ok_or(ApiError::SessionRevoked)?;
     Ok(Json(UserView::load(&state, &u).await?))
 }

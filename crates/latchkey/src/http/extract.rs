@@ -3,9 +3,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::{HeaderMap, StatusCode, header, request::Parts};
-use axum::body::Bytes;
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
@@ -31,11 +31,15 @@ pub struct AuthUser {
 pub fn access_token_of(headers: &HeaderMap, cookie_name: &str) -> Result<Option<String>, ApiError> {
     if let Some(v) = headers.get(header::AUTHORIZATION) {
         let v = v.to_str().map_err(|_| ApiError::TokenInvalid)?;
-        if let Some((scheme, token)) = v.split_once(' ') {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                let t = token.trim();
-                return if t.is_empty() { Err(ApiError::TokenInvalid) } else { Ok(Some(t.to_owned())) };
-            }
+        if let Some((scheme, token)) = v.split_once(' ')
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            let t = token.trim();
+            return if t.is_empty() {
+                Err(ApiError::TokenInvalid)
+            } else {
+                Ok(Some(t.to_owned()))
+            };
         }
     }
     let values = crate::cookies::read_cookie(headers, cookie_name);
@@ -89,9 +93,14 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let st = AppState::from_ref(state);
-        let token = access_token_of(&parts.headers, st.cookies().access_name())?.ok_or(ApiError::TokenMissing)?;
+        let token = access_token_of(&parts.headers, st.cookies().access_name())?
+            .ok_or(ApiError::TokenMissing)?;
         let claims = authenticate(&st, &token).await?;
-        Ok(AuthUser { user_id: claims.sub, session_id: claims.sid, claims })
+        Ok(AuthUser {
+            user_id: claims.sub,
+            session_id: claims.sid,
+            claims,
+        })
     }
 }
 
@@ -121,7 +130,11 @@ where
             return Err(ApiError::UnsupportedMediaType);
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE { ApiError::PayloadTooLarge } else { ApiError::InvalidRequest("the body could not be read".into()) }
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidRequest("the body could not be read".into())
+            }
         })?;
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
             // The message names the problem and position, never echoes values.
@@ -159,7 +172,13 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
             }
         }
     }
-    Some(chain.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer))
+    Some(
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
 }
 
 impl<S> FromRequestParts<S> for ClientCtx
@@ -171,9 +190,18 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let st = AppState::from_ref(state);
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        let ip = client_ip(peer, &parts.headers, &st.config().trusted_proxies).map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
-        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect());
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ip = client_ip(peer, &parts.headers, &st.config().trusted_proxies)
+            .map(|i| i.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect());
         Ok(ClientCtx { ip, user_agent })
     }
 }
@@ -187,21 +215,51 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"));
-        assert_eq!(client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted), Some("198.51.100.7".parse().unwrap()));
-        assert_eq!(client_ip(Some("192.0.2.1".parse().unwrap()), &h, &trusted), Some("192.0.2.1".parse().unwrap()));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"),
+        );
+        assert_eq!(
+            client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(
+            client_ip(Some("192.0.2.1".parse().unwrap()), &h, &trusted),
+            Some("192.0.2.1".parse().unwrap())
+        );
         h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
-        assert_eq!(client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted), Some("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted),
+            Some("10.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]
     fn bearer_wins_and_differing_access_cookies_are_refused() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("access_token=a; access_token=b"));
-        assert!(matches!(access_token_of(&h, "access_token"), Err(ApiError::TokenInvalid)));
-        h.insert(header::COOKIE, HeaderValue::from_static("access_token=a; access_token=a"));
-        assert_eq!(access_token_of(&h, "access_token").unwrap().as_deref(), Some("a"));
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer xyz"));
-        assert_eq!(access_token_of(&h, "access_token").unwrap().as_deref(), Some("xyz"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("access_token=a; access_token=b"),
+        );
+        assert!(matches!(
+            access_token_of(&h, "access_token"),
+            Err(ApiError::TokenInvalid)
+        ));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("access_token=a; access_token=a"),
+        );
+        assert_eq!(
+            access_token_of(&h, "access_token").unwrap().as_deref(),
+            Some("a")
+        );
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer xyz"),
+        );
+        assert_eq!(
+            access_token_of(&h, "access_token").unwrap().as_deref(),
+            Some("xyz")
+        );
     }
 }

@@ -10,7 +10,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::clock::now_ms;
-use crate::cookies::{clear_oauth_state_cookie, read_cookie, set_auth_cookies, set_oauth_state_cookie};
+use crate::cookies::{
+    clear_oauth_state_cookie, read_cookie, set_auth_cookies, set_oauth_state_cookie,
+};
 use crate::error::{ApiError, Problem};
 use crate::http::extract::ClientCtx;
 use crate::oidc::next::safe_next;
@@ -21,7 +23,9 @@ use crate::state::AppState;
 /// The single value of query parameter `name`; `None` when absent or repeated (RFC 6749
 /// 3.1: parameters must not appear more than once).
 fn param(query: Option<&str>, name: &str) -> Option<String> {
-    let mut found = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).filter(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let mut found = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned());
     let first = found.next()?;
     found.next().is_none().then_some(first)
 }
@@ -53,7 +57,10 @@ fn failed(state: &AppState, f: OAuthFailure) -> Response {
             headers(("Location" = String, description = "Redirect target"))),
         (status = 404, description = "`provider_not_configured`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn login(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Response, ApiError> {
+pub async fn login(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
     let google = state.google().ok_or(ApiError::ProviderNotConfigured)?;
     let next = safe_next(param(query.as_deref(), "next").as_deref());
     match google.begin(next, now_ms()).await {
@@ -78,7 +85,12 @@ pub async fn login(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
             headers(("Location" = String, description = "Redirect target"))),
         (status = 404, description = "`provider_not_configured`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn callback(State(state): State<AppState>, client: ClientCtx, RawQuery(query): RawQuery, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn callback(
+    State(state): State<AppState>,
+    client: ClientCtx,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let google = state.google().ok_or(ApiError::ProviderNotConfigured)?;
     match finish(&state, google, query.as_deref(), &headers, client).await {
         Ok((tokens, next)) => {
@@ -92,30 +104,44 @@ pub async fn callback(State(state): State<AppState>, client: ClientCtx, RawQuery
     }
 }
 
-async fn finish(state: &AppState, google: &GoogleProvider, query: Option<&str>, headers: &HeaderMap, client: ClientCtx) -> Result<(IssuedTokens, String), OAuthFailure> {
+async fn finish(
+    state: &AppState,
+    google: &GoogleProvider,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    client: ClientCtx,
+) -> Result<(IssuedTokens, String), OAuthFailure> {
     let now = now_ms();
     // 1. The state must match a valid state cookie of ours, and is consumed at once, so
     //    whatever happens next, this callback cannot be replayed.
     let state_param = param(query, "state").unwrap_or_default();
     let cookies = read_cookie(headers, state.cookies().oauth_state_name());
-    let pending = google.pending(cookies, &state_param, now).ok_or(OAuthFailure::StateMismatch)?;
-    if !state.store().consume_oauth_state(&pending.replay_id(), pending.expires_at, now).await? {
+    let pending = google
+        .pending(cookies, &state_param, now)
+        .ok_or(OAuthFailure::StateMismatch)?;
+    if !state
+        .store()
+        .consume_oauth_state(&pending.replay_id(), pending.expires_at, now)
+        .await?
+    {
         tracing::warn!("google sign-in: callback replayed with an already used state");
         return Err(OAuthFailure::StateMismatch);
     }
     // 2. The provider's own verdict.
     if let Some(error) = param(query, "error") {
-        tracing::info!(error = %error.chars().take(64).collect::<String>(), "google sign-in: the provider returned an error");
+        tracing::info!(error = %error.chars().filter(char::is_ascii_graphic).take(64).collect::<String>(), "google sign-in: the provider returned an error");
         return Err(OAuthFailure::Denied);
     }
     // 3. RFC 9207: when the provider names itself in the response, it must be ours.
-    if let Some(iss) = param(query, "iss") {
-        if !google.accepts_issuer(&iss) {
-            tracing::warn!("google sign-in: authorization response from an unexpected issuer");
-            return Err(OAuthFailure::Failed);
-        }
+    if let Some(iss) = param(query, "iss")
+        && !google.accepts_issuer(&iss)
+    {
+        tracing::warn!("google sign-in: authorization response from an unexpected issuer");
+        return Err(OAuthFailure::Failed);
     }
-    let code = param(query, "code").filter(|c| !c.is_empty()).ok_or(OAuthFailure::Failed)?;
+    let code = param(query, "code")
+        .filter(|c| !c.is_empty())
+        .ok_or(OAuthFailure::Failed)?;
     // 4. Code exchange and ID-token validation, then the account.
     let identity = google.finish(&code, &pending).await?;
     let user = account::resolve_user(state.store(), &identity).await?;
@@ -123,7 +149,16 @@ async fn finish(state: &AppState, google: &GoogleProvider, query: Option<&str>, 
         tracing::info!(user_id = %user.id, "google sign-in: account is disabled");
         return Err(OAuthFailure::Failed);
     }
-    let tokens = session::start(state, user.id, ClientInfo { user_agent: client.user_agent, ip: Some(client.ip) }).await.map_err(|e| {
+    let tokens = session::start(
+        state,
+        user.id,
+        ClientInfo {
+            user_agent: client.user_agent,
+            ip: Some(client.ip),
+        },
+    )
+    .await
+    .map_err(|e| {
         tracing::warn!(error = %e, "google sign-in: session could not start");
         OAuthFailure::Failed
     })?;
@@ -138,7 +173,10 @@ mod tests {
     fn parameters_are_single_valued() {
         assert_eq!(param(Some("code=a&state=b"), "state").as_deref(), Some("b"));
         assert_eq!(param(Some("state=a&state=b"), "state"), None);
-        assert_eq!(param(Some("next=%2Faccount"), "next").as_deref(), Some("/account"));
+        assert_eq!(
+            param(Some("next=%2Faccount"), "next").as_deref(),
+            Some("/account")
+        );
         assert_eq!(param(None, "code"), None);
     }
 }

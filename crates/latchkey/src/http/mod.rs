@@ -4,8 +4,8 @@ pub mod auth;
 pub mod extract;
 pub mod google;
 pub mod middleware;
-pub mod ops;
 pub mod openapi;
+pub mod ops;
 pub mod origin;
 
 use axum::Router;
@@ -44,11 +44,17 @@ pub fn app(state: AppState, extra: Router<AppState>) -> Router {
         .merge(extra)
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(state.clone(), origin::layer))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::layer,
+        ))
         .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(middleware::body_limit))
         .layer(axum::middleware::from_fn(middleware::observe))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::security_headers))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
         .with_state(state)
 }
 

@@ -31,14 +31,28 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let body = state.metrics().render();
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// The public signing keys, for services that verify access tokens themselves.
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops", responses((status = 200, description = "JWK set (Ed25519, `alg: EdDSA`)", body = serde_json::Value)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let set = state.keys().current().jwks.clone();
-    ([(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"))], Json(set)).into_response()
+    (
+        [(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        )],
+        Json(set),
+    )
+        .into_response()
 }
 
 /// This document.

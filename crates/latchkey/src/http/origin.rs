@@ -17,7 +17,11 @@ use crate::state::AppState;
 
 /// The decision, separate from the middleware so it can be tested as a table.
 pub fn allowed(method: &Method, headers: &HeaderMap, trusted: &[String]) -> bool {
-    if !matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) || has_bearer(headers) {
+    if !matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) || has_bearer(headers)
+    {
         return true;
     }
     if let Some(site) = headers.get("sec-fetch-site") {
@@ -25,7 +29,9 @@ pub fn allowed(method: &Method, headers: &HeaderMap, trusted: &[String]) -> bool
     }
     match headers.get(axum::http::header::ORIGIN) {
         None => true,
-        Some(o) => o.to_str().is_ok_and(|o| trusted.iter().any(|t| t.eq_ignore_ascii_case(o))),
+        Some(o) => o
+            .to_str()
+            .is_ok_and(|o| trusted.iter().any(|t| t.eq_ignore_ascii_case(o))),
     }
 }
 
@@ -52,20 +58,38 @@ mod tests {
 
     #[test]
     fn matrix() {
-        let trusted = vec!["http://localhost:8080".to_owned(), "https://app.example".to_owned()];
-        let cases: &[(Method, &[(&str, &str)], bool)] = &[
+        let trusted = vec![
+            "http://localhost:8080".to_owned(),
+            "https://app.example".to_owned(),
+        ];
+        type Case<'a> = (Method, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             (Method::GET, &[("sec-fetch-site", "cross-site")], true),
             (Method::POST, &[], true),
             (Method::POST, &[("sec-fetch-site", "same-origin")], true),
             (Method::POST, &[("sec-fetch-site", "none")], true),
             (Method::POST, &[("sec-fetch-site", "same-site")], false),
             (Method::POST, &[("sec-fetch-site", "cross-site")], false),
-            (Method::DELETE, &[("sec-fetch-site", "cross-site"), ("origin", "http://localhost:8080")], false),
+            (
+                Method::DELETE,
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("origin", "http://localhost:8080"),
+                ],
+                false,
+            ),
             (Method::POST, &[("origin", "http://localhost:8080")], true),
             (Method::PUT, &[("origin", "https://app.example")], true),
             (Method::PATCH, &[("origin", "https://evil.example")], false),
             (Method::POST, &[("origin", "null")], false),
-            (Method::POST, &[("origin", "https://evil.example"), ("authorization", "Bearer x")], true),
+            (
+                Method::POST,
+                &[
+                    ("origin", "https://evil.example"),
+                    ("authorization", "Bearer x"),
+                ],
+                true,
+            ),
         ];
         for (m, hs, want) in cases {
             assert_eq!(allowed(m, &h(hs), &trusted), *want, "{m} {hs:?}");

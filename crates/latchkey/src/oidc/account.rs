@@ -29,19 +29,41 @@ pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord
                     tracing::info!(user_id = %existing.id, "google sign-in: unverified email matches an existing account; not linked");
                     return Err(OAuthFailure::EmailNotVerified);
                 }
-                let link = NewIdentity { issuer: id.issuer.clone(), subject: id.subject.clone(), user_id: existing.id, email: Some(email.as_str().to_owned()), created_at: now };
+                let link = NewIdentity {
+                    issuer: id.issuer.clone(),
+                    subject: id.subject.clone(),
+                    user_id: existing.id,
+                    email: Some(email.as_str().to_owned()),
+                    created_at: now,
+                };
                 match store.link_identity(&link, true).await {
                     Ok(()) => {
                         tracing::info!(user_id = %existing.id, "google sign-in: identity linked to the existing account of its verified email");
-                        return Ok(UserRecord { email_verified: true, ..existing });
+                        return Ok(UserRecord {
+                            email_verified: true,
+                            ..existing
+                        });
                     }
                     Err(StoreError::Conflict) => continue,
                     Err(e) => return Err(e.into()),
                 }
             }
             None => {
-                let user = NewUser { id: UserId::new(), email: email.clone(), name: clean_name(id.name.as_deref()), password_hash: None, email_verified: id.email_verified, created_at: now };
-                let link = NewIdentity { issuer: id.issuer.clone(), subject: id.subject.clone(), user_id: user.id, email: Some(email.as_str().to_owned()), created_at: now };
+                let user = NewUser {
+                    id: UserId::new(),
+                    email: email.clone(),
+                    name: clean_name(id.name.as_deref()),
+                    password_hash: None,
+                    email_verified: id.email_verified,
+                    created_at: now,
+                };
+                let link = NewIdentity {
+                    issuer: id.issuer.clone(),
+                    subject: id.subject.clone(),
+                    user_id: user.id,
+                    email: Some(email.as_str().to_owned()),
+                    created_at: now,
+                };
                 match store.create_user_with_identity(user, &link).await {
                     Ok(created) => {
                         tracing::info!(user_id = %created.id, "google sign-in: new user");
@@ -73,10 +95,16 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_bounded_and_control_free() {
-        assert_eq!(clean_name(Some("  Ada Lovelace ")), Some("Ada Lovelace".into()));
+        assert_eq!(
+            clean_name(Some("  Ada Lovelace ")),
+            Some("Ada Lovelace".into())
+        );
         assert_eq!(clean_name(Some("a\u{0007}b")), None);
         assert_eq!(clean_name(Some("   ")), None);
         assert_eq!(clean_name(None), None);
-        assert_eq!(clean_name(Some(&"x".repeat(300))).unwrap().chars().count(), 100);
+        assert_eq!(
+            clean_name(Some(&"x".repeat(300))).unwrap().chars().count(),
+            100
+        );
     }
 }

@@ -31,7 +31,9 @@ fn is_safe_path(raw: &str) -> bool {
         if !plain_path_ok(&current) {
             return false;
         }
-        let Ok(decoded) = percent_decode_str(&current).decode_utf8() else { return false };
+        let Ok(decoded) = percent_decode_str(&current).decode_utf8() else {
+            return false;
+        };
         if decoded == current {
             return true;
         }
@@ -51,7 +53,9 @@ fn plain_path_ok(s: &str) -> bool {
     }
     // Resolved against a base the way a browser would resolve it: it must stay on that
     // origin, and dot segments must not turn it into `//host` (e.g. `/..//evil.example`).
-    let Ok(base) = url::Url::parse("http://origin.invalid/") else { return false };
+    let Ok(base) = url::Url::parse("http://origin.invalid/") else {
+        return false;
+    };
     match base.join(s) {
         Ok(u) => u.origin() == base.origin() && !u.path().starts_with("//"),
         Err(_) => false,
@@ -64,7 +68,14 @@ mod tests {
 
     #[test]
     fn same_origin_paths_are_kept() {
-        for ok in ["/", "/account", "/account?tab=sessions", "/a/b?x=1#frag", "/search?q=a%20b", "/caf%C3%A9"] {
+        for ok in [
+            "/",
+            "/account",
+            "/account?tab=sessions",
+            "/a/b?x=1#frag",
+            "/search?q=a%20b",
+            "/caf%C3%A9",
+        ] {
             assert_eq!(safe_next(Some(ok)), ok, "{ok:?}");
         }
     }

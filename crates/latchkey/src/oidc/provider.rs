@@ -1,19 +1,29 @@
 //! The OpenID Provider as latchkey sees it: discovery (cached), the authorization request,
 //! and the code exchange with full ID-token validation (OIDC Core 3.1.3.7).
 
+use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreClientAuthMethod, CoreIdToken, CoreIdTokenClaims, CoreJsonWebKeySet,
-    CoreJwsSigningAlgorithm, CoreProviderMetadata,
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClientAuthMethod,
+    CoreErrorResponseType, CoreGenderClaim, CoreIdToken, CoreIdTokenClaims, CoreJsonWebKey,
+    CoreJsonWebKeySet, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
-    AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointMaybeSet, EndpointNotSet,
-    EndpointSet, IssuerUrl, JwsSigningAlgorithm, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    SignatureVerificationError, TokenResponse, reqwest,
+    AccessToken, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EmptyAdditionalClaims, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, IssuerUrl, JsonWebKey, JsonWebKeyAlgorithm, JsonWebKeyUse,
+    JwsSigningAlgorithm, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, RefreshToken, Scope, SignatureVerificationError, StandardErrorResponse,
+    StandardTokenResponse, TokenResponse, reqwest,
 };
 use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::OAuthFailure;
@@ -40,7 +50,79 @@ const IAT_MAX_AGE_SECS: i64 = 600;
 /// Path of the callback under `PUBLIC_URL`.
 pub const CALLBACK_PATH: &str = "/api/v1/auth/google/callback";
 
-type Client = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointMaybeSet, EndpointMaybeSet>;
+/// `openidconnect`'s core client, except that the token response keeps the ID token as a
+/// string: the library's ID-token type cannot even be parsed when `iss` is Google's bare
+/// `accounts.google.com` (its issuer type must be a URL), so parsing waits for
+/// [`GoogleProvider::validate`], which handles that spelling.
+type Client = openidconnect::Client<
+    EmptyAdditionalClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    RawTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct RawIdTokenField {
+    id_token: Option<String>,
+}
+impl ExtraTokenFields for RawIdTokenField {}
+
+/// A token response whose ID token is left unparsed (see [`Client`]).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(transparent)]
+struct RawTokenResponse(StandardTokenResponse<RawIdTokenField, CoreTokenType>);
+
+impl RawTokenResponse {
+    fn raw_id_token(&self) -> Option<&str> {
+        self.0.extra_fields().id_token.as_deref()
+    }
+}
+
+impl OAuth2TokenResponse for RawTokenResponse {
+    type TokenType = CoreTokenType;
+    fn access_token(&self) -> &AccessToken {
+        self.0.access_token()
+    }
+    fn token_type(&self) -> &CoreTokenType {
+        self.0.token_type()
+    }
+    fn expires_in(&self) -> Option<Duration> {
+        self.0.expires_in()
+    }
+    fn refresh_token(&self) -> Option<&RefreshToken> {
+        self.0.refresh_token()
+    }
+    fn scopes(&self) -> Option<&Vec<Scope>> {
+        self.0.scopes()
+    }
+}
+
+impl
+    TokenResponse<
+        EmptyAdditionalClaims,
+        CoreGenderClaim,
+        CoreJweContentEncryptionAlgorithm,
+        CoreJwsSigningAlgorithm,
+    > for RawTokenResponse
+{
+    /// Always `None`: use [`RawTokenResponse::raw_id_token`].
+    fn id_token(&self) -> Option<&CoreIdToken> {
+        None
+    }
+}
 
 /// Who signed in, as the validated ID token says.
 #[derive(Debug, Clone)]
@@ -82,9 +164,12 @@ pub struct GoogleProvider {
 impl GoogleProvider {
     /// `state_key` seals the OAuth state cookie ([`StateSealer::KEY_LEN`] bytes).
     pub fn new(cfg: &GoogleConfig, public_url: &str, state_key: &[u8]) -> Result<Self, String> {
-        let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| format!("GOOGLE_ISSUER: {e}"))?;
-        let redirect_uri = RedirectUrl::new(format!("{public_url}{CALLBACK_PATH}")).map_err(|e| format!("PUBLIC_URL: {e}"))?;
-        let sealer = StateSealer::new(state_key).ok_or("the stored oauth_state_key has the wrong length")?;
+        let issuer =
+            IssuerUrl::new(cfg.issuer.clone()).map_err(|e| format!("GOOGLE_ISSUER: {e}"))?;
+        let redirect_uri = RedirectUrl::new(format!("{public_url}{CALLBACK_PATH}"))
+            .map_err(|e| format!("PUBLIC_URL: {e}"))?;
+        let sealer =
+            StateSealer::new(state_key).ok_or("the stored oauth_state_key has the wrong length")?;
         // No redirects: the library's advice against SSRF through a provider's answers.
         let http = reqwest::ClientBuilder::new()
             .redirect(reqwest::redirect::Policy::none())
@@ -95,7 +180,7 @@ impl GoogleProvider {
         Ok(Self {
             client_id: ClientId::new(cfg.client_id.clone()),
             client_secret: ClientSecret::new(cfg.client_secret.expose_secret().to_owned()),
-            is_google: cfg.issuer.trim_end_matches('/') == GOOGLE_ISSUER,
+            is_google: cfg.issuer == GOOGLE_ISSUER,
             issuer,
             redirect_uri,
             http,
@@ -138,13 +223,18 @@ impl GoogleProvider {
         if let Some(d) = stale.clone().filter(fresh) {
             return Ok(d);
         }
-        if f.last_failure.is_some_and(|t| t.elapsed() < DISCOVERY_RETRY_AFTER) {
+        if f.last_failure
+            .is_some_and(|t| t.elapsed() < DISCOVERY_RETRY_AFTER)
+        {
             return stale.ok_or(OAuthFailure::Failed);
         }
         match CoreProviderMetadata::discover_async(self.issuer.clone(), &self.http).await {
             Ok(metadata) => {
                 f.last_failure = None;
-                let d = Arc::new(Discovered { metadata, fetched_at: Instant::now() });
+                let d = Arc::new(Discovered {
+                    metadata,
+                    fetched_at: Instant::now(),
+                });
                 self.store(d.clone());
                 Ok(d)
             }
@@ -164,15 +254,22 @@ impl GoogleProvider {
             // Refreshed by another request meanwhile.
             return Some(d);
         }
-        if f.last_jwks_refetch.is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL) {
-            tracing::warn!("google sign-in: ID token names an unknown key; JWKS refetch skipped (rate limit)");
+        if f.last_jwks_refetch
+            .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL)
+        {
+            tracing::warn!(
+                "google sign-in: ID token names an unknown key; JWKS refetch skipped (rate limit)"
+            );
             return None;
         }
         f.last_jwks_refetch = Some(Instant::now());
         match CoreJsonWebKeySet::fetch_async(seen.metadata.jwks_uri(), &self.http).await {
             Ok(jwks) => {
                 tracing::info!("google sign-in: JWKS refetched for an unknown key id");
-                let d = Arc::new(Discovered { metadata: seen.metadata.clone().set_jwks(jwks), fetched_at: seen.fetched_at });
+                let d = Arc::new(Discovered {
+                    metadata: seen.metadata.clone().set_jwks(jwks),
+                    fetched_at: seen.fetched_at,
+                });
                 self.store(d.clone());
                 Some(d)
             }
@@ -187,14 +284,21 @@ impl GoogleProvider {
         // Client authentication at the token endpoint: HTTP Basic (the default when the
         // provider does not say), else the form body when that is all it supports.
         let auth = match metadata.token_endpoint_auth_methods_supported() {
-            Some(m) if !m.contains(&CoreClientAuthMethod::ClientSecretBasic) && m.contains(&CoreClientAuthMethod::ClientSecretPost) => {
+            Some(m)
+                if !m.contains(&CoreClientAuthMethod::ClientSecretBasic)
+                    && m.contains(&CoreClientAuthMethod::ClientSecretPost) =>
+            {
                 AuthType::RequestBody
             }
             _ => AuthType::BasicAuth,
         };
-        CoreClient::from_provider_metadata(metadata.clone(), self.client_id.clone(), Some(self.client_secret.clone()))
-            .set_redirect_uri(self.redirect_uri.clone())
-            .set_auth_type(auth)
+        Client::from_provider_metadata(
+            metadata.clone(),
+            self.client_id.clone(),
+            Some(self.client_secret.clone()),
+        )
+        .set_redirect_uri(self.redirect_uri.clone())
+        .set_auth_type(auth)
     }
 
     /// Starts a sign-in: the authorization URL to redirect to, and the sealed state cookie
@@ -204,7 +308,11 @@ impl GoogleProvider {
         let client = self.client(&d.metadata);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let (url, state, nonce) = client
-            .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
             .add_scope(Scope::new("email".to_owned()))
             .add_scope(Scope::new("profile".to_owned()))
             .set_pkce_challenge(challenge)
@@ -221,28 +329,43 @@ impl GoogleProvider {
 
     /// The pending attempt among the request's state cookies whose `state` equals the
     /// callback's `state` parameter (compared in constant time), if any is valid.
-    pub fn pending<'a>(&self, cookies: impl IntoIterator<Item = &'a str>, state_param: &str, now_ms: i64) -> Option<PendingLogin> {
+    pub fn pending<'a>(
+        &self,
+        cookies: impl IntoIterator<Item = &'a str>,
+        state_param: &str,
+        now_ms: i64,
+    ) -> Option<PendingLogin> {
         cookies
             .into_iter()
             .filter(|v| !v.is_empty())
             .filter_map(|v| self.sealer.open(v, now_ms))
-            .find(|p| !state_param.is_empty() && bool::from(p.state.as_bytes().ct_eq(state_param.as_bytes())))
+            .find(|p| {
+                !state_param.is_empty()
+                    && bool::from(p.state.as_bytes().ct_eq(state_param.as_bytes()))
+            })
     }
 
     /// Whether an `iss` authorization-response parameter (RFC 9207) names our issuer.
     pub fn accepts_issuer(&self, iss: &str) -> bool {
-        iss == self.issuer.as_str() || (self.is_google && (iss == GOOGLE_ISSUER || iss == GOOGLE_ISSUER_BARE))
+        iss == self.issuer.as_str()
+            || (self.is_google && (iss == GOOGLE_ISSUER || iss == GOOGLE_ISSUER_BARE))
     }
 
     /// Finishes a sign-in: exchanges `code` (with the PKCE verifier and client
     /// authentication) and validates the ID token before anything of it is used.
-    pub async fn finish(&self, code: &str, pending: &PendingLogin) -> Result<Identity, OAuthFailure> {
+    pub async fn finish(
+        &self,
+        code: &str,
+        pending: &PendingLogin,
+    ) -> Result<Identity, OAuthFailure> {
         let d = self.metadata().await?;
         let client = self.client(&d.metadata);
-        let request = client.exchange_code(AuthorizationCode::new(code.to_owned())).map_err(|e| {
-            tracing::warn!(error = %e, "google sign-in: the provider has no token endpoint");
-            OAuthFailure::Failed
-        })?;
+        let request = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| {
+                tracing::warn!(error = %e, "google sign-in: the provider has no token endpoint");
+                OAuthFailure::Failed
+            })?;
         let response = request
             .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier.clone()))
             .request_async(&self.http)
@@ -251,18 +374,20 @@ impl GoogleProvider {
                 tracing::warn!(error = %error_chain(&e), "google sign-in: code exchange failed");
                 OAuthFailure::Failed
             })?;
-        let Some(id_token) = response.id_token() else {
+        let Some(id_token) = response.raw_id_token() else {
             tracing::warn!("google sign-in: the token response has no ID token");
             return Err(OAuthFailure::Failed);
         };
         let nonce = Nonce::new(pending.nonce.clone());
-        let claims = match self.verify(&d.metadata, id_token, &nonce) {
-            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
-                match self.refetch_jwks(&d).await {
-                    Some(d2) => self.verify(&d2.metadata, id_token, &nonce),
-                    None => Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)),
-                }
-            }
+        let claims = match self.validate(&d.metadata, id_token, &nonce) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => match self.refetch_jwks(&d).await {
+                Some(d2) => self.validate(&d2.metadata, id_token, &nonce),
+                None => Err(ClaimsVerificationError::SignatureVerification(
+                    SignatureVerificationError::NoMatchingKey,
+                )),
+            },
             other => other,
         }
         .map_err(|e| {
@@ -278,42 +403,74 @@ impl GoogleProvider {
             subject: claims.subject().as_str().to_owned(),
             email: claims.email().map(|e| e.as_str().to_owned()),
             email_verified: claims.email_verified().unwrap_or(false),
-            name: claims.name().and_then(|n| n.get(None)).map(|n| n.as_str().to_owned()),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.as_str().to_owned()),
         })
     }
 
-    /// What `openidconnect` checks: signature with the issuer's keys and an allowed
-    /// algorithm, `iss` (exact, except for Google — see [`Self::check_remaining`]), `aud`
-    /// contains the client id and no untrusted extra audience, `exp`, `nonce`.
-    fn verify(&self, metadata: &CoreProviderMetadata, id_token: &CoreIdToken, nonce: &Nonce) -> Result<CoreIdTokenClaims, ClaimsVerificationError> {
-        // The algorithms the provider says it signs ID tokens with — but never `none` and
-        // never an HMAC (whose key would be our client secret); RS256 when it lists none.
-        let mut algs: Vec<CoreJwsSigningAlgorithm> = metadata
-            .id_token_signing_alg_values_supported()
-            .iter()
-            .filter(|a| **a != CoreJwsSigningAlgorithm::None && !a.uses_shared_secret())
-            .cloned()
-            .collect();
-        if algs.is_empty() {
-            algs.push(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256);
-        }
+    /// ID-token validation by `openidconnect`: signature with the issuer's keys and an
+    /// allowed algorithm, exact `iss`, `aud` contains the client id and no untrusted extra
+    /// audience, `exp`, `nonce`. The rest is [`Self::check_remaining`].
+    fn validate(
+        &self,
+        metadata: &CoreProviderMetadata,
+        raw: &str,
+        nonce: &Nonce,
+    ) -> Result<CoreIdTokenClaims, ClaimsVerificationError> {
+        let algs = allowed_algs(metadata);
         let client = self.client(metadata);
-        let verifier = client.id_token_verifier().set_allowed_algs(algs).require_issuer_match(!self.is_google);
-        id_token.claims(&verifier, nonce).cloned()
+        let verifier = client.id_token_verifier().set_allowed_algs(algs.clone());
+        if let Some(normalised) = self.google_bare_issuer(raw) {
+            // Google's other spelling. The library cannot parse it, so: the signature is
+            // checked here on the token as received (same key rules and algorithms, the
+            // library's own RSA verification), then the library checks everything else on
+            // a copy whose `iss` reads `https://accounts.google.com`.
+            verify_signature(metadata.jwks(), raw, &algs)?;
+            let token = CoreIdToken::from_str(&normalised).map_err(|e| {
+                ClaimsVerificationError::Other(format!("unparseable ID token: {e}"))
+            })?;
+            return token
+                .claims(&verifier.insecure_disable_signature_check(), nonce)
+                .cloned();
+        }
+        let token = CoreIdToken::from_str(raw)
+            .map_err(|e| ClaimsVerificationError::Other(format!("unparseable ID token: {e}")))?;
+        token.claims(&verifier, nonce).cloned()
+    }
+
+    /// For Google's issuer only: when the token's `iss` is `accounts.google.com`, the same
+    /// token with `iss` set to the configured issuer (signature left as it was).
+    fn google_bare_issuer(&self, raw: &str) -> Option<String> {
+        if !self.is_google {
+            return None;
+        }
+        let mut parts = raw.split('.');
+        let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+        if claims.get("iss")?.as_str()? != GOOGLE_ISSUER_BARE {
+            return None;
+        }
+        claims["iss"] = serde_json::Value::String(self.issuer.as_str().to_owned());
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).ok()?);
+        Some(format!("{header}.{payload}.{signature}"))
     }
 
     /// The steps of OIDC Core 3.1.3.7 that `openidconnect` leaves to the relying party.
     fn check_remaining(&self, claims: &CoreIdTokenClaims, now: i64) -> Result<(), String> {
-        // 2. iss — for Google, either of its two spellings (checked here because the
-        //    library's check is exact and was turned off for Google only).
-        let iss = claims.issuer().as_str();
-        if !(iss == self.issuer.as_str() || (self.is_google && (iss == GOOGLE_ISSUER || iss == GOOGLE_ISSUER_BARE))) {
-            return Err(format!("unexpected issuer {iss:?}"));
-        }
         // 4./5. azp: required with several audiences; when present, it must be us.
         match claims.authorized_party() {
-            Some(azp) if azp.as_str() != self.client_id.as_str() => return Err(format!("azp {:?} is not our client id", azp.as_str())),
-            None if claims.audiences().len() > 1 => return Err("several audiences and no azp".into()),
+            Some(azp) if azp.as_str() != self.client_id.as_str() => {
+                return Err(format!("azp {:?} is not our client id", azp.as_str()));
+            }
+            None if claims.audiences().len() > 1 => {
+                return Err("several audiences and no azp".into());
+            }
             _ => {}
         }
         // 10. iat: not in the future, not older than a sign-in attempt can be.
@@ -325,6 +482,84 @@ impl GoogleProvider {
             return Err("sub is empty or too long".into());
         }
         Ok(())
+    }
+}
+
+/// The algorithms the provider says it signs ID tokens with — but never `none` and never an
+/// HMAC (whose key would be our client secret); RS256 when it lists none we accept.
+fn allowed_algs(metadata: &CoreProviderMetadata) -> Vec<CoreJwsSigningAlgorithm> {
+    let mut algs: Vec<CoreJwsSigningAlgorithm> = metadata
+        .id_token_signing_alg_values_supported()
+        .iter()
+        .filter(|a| **a != CoreJwsSigningAlgorithm::None && !a.uses_shared_secret())
+        .cloned()
+        .collect();
+    if algs.is_empty() {
+        algs.push(CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256);
+    }
+    algs
+}
+
+/// JWS signature check of a compact token against a key set, with the library's key
+/// selection rules (`kid`, key type, `use`, the key's own `alg`) and its crypto.
+fn verify_signature(
+    jwks: &CoreJsonWebKeySet,
+    raw: &str,
+    allowed: &[CoreJwsSigningAlgorithm],
+) -> Result<(), ClaimsVerificationError> {
+    let sig_err = ClaimsVerificationError::SignatureVerification;
+    let (signing_input, signature) = raw
+        .rsplit_once('.')
+        .ok_or_else(|| ClaimsVerificationError::Other("malformed JWT".into()))?;
+    let (header, _) = signing_input
+        .split_once('.')
+        .ok_or_else(|| ClaimsVerificationError::Other("malformed JWT".into()))?;
+    #[derive(Deserialize)]
+    struct Header {
+        alg: String,
+        kid: Option<String>,
+    }
+    let header: Header = URL_SAFE_NO_PAD
+        .decode(header)
+        .ok()
+        .and_then(|h| serde_json::from_slice(&h).ok())
+        .ok_or_else(|| ClaimsVerificationError::Other("malformed JWT header".into()))?;
+    let alg: CoreJwsSigningAlgorithm =
+        serde_json::from_value(serde_json::Value::String(header.alg.clone()))
+            .ok()
+            .filter(|a| allowed.contains(a))
+            .ok_or_else(|| {
+                sig_err(SignatureVerificationError::DisallowedAlg(
+                    header.alg.clone(),
+                ))
+            })?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| {
+        sig_err(SignatureVerificationError::CryptoError(
+            "signature is not base64url".into(),
+        ))
+    })?;
+    let candidates: Vec<&CoreJsonWebKey> = jwks
+        .keys()
+        .iter()
+        .filter(|k| {
+            header.kid.is_none() || k.key_id().map(|id| id.as_str()) == header.kid.as_deref()
+        })
+        .filter(|k| k.key_use().is_none_or(|u| u.allows_signature()))
+        .filter(|k| alg.key_type().as_ref() == Some(k.key_type()))
+        .filter(|k| match k.signing_alg() {
+            JsonWebKeyAlgorithm::Unspecified => true,
+            JsonWebKeyAlgorithm::Algorithm(a) => *a == alg,
+            _ => false,
+        })
+        .collect();
+    match candidates.as_slice() {
+        [] => Err(sig_err(SignatureVerificationError::NoMatchingKey)),
+        [key] => key
+            .verify_signature(&alg, signing_input.as_bytes(), &signature)
+            .map_err(sig_err),
+        _ => Err(sig_err(SignatureVerificationError::AmbiguousKeyId(
+            "several keys match".into(),
+        ))),
     }
 }
 
@@ -342,4 +577,220 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::LazyLock;
+
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const CLIENT: &str = "client-1";
+    const SECRET: &str = "secret-1";
+
+    struct Key {
+        encoding: EncodingKey,
+        jwk: Value,
+    }
+
+    static KEY: LazyLock<Key> = LazyLock::new(|| {
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+        let jwk = json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": "k1",
+            "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()), "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())});
+        Key {
+            encoding: EncodingKey::from_rsa_der(key.to_pkcs1_der().unwrap().as_bytes()),
+            jwk,
+        }
+    });
+
+    fn provider(issuer: &str) -> (GoogleProvider, CoreProviderMetadata) {
+        let cfg = GoogleConfig {
+            client_id: CLIENT.into(),
+            client_secret: SECRET.to_owned().into(),
+            issuer: issuer.into(),
+        };
+        let p = GoogleProvider::new(&cfg, "http://localhost:8080", &StateSealer::generate_key())
+            .unwrap();
+        let metadata: CoreProviderMetadata = serde_json::from_value(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/auth"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256", "HS256", "none"],
+        }))
+        .unwrap();
+        let jwks: CoreJsonWebKeySet =
+            serde_json::from_value(json!({ "keys": [KEY.jwk.clone()] })).unwrap();
+        (p, metadata.set_jwks(jwks))
+    }
+
+    fn claims(iss: &str) -> Value {
+        let now = now_secs();
+        json!({"iss": iss, "sub": "1234", "aud": CLIENT, "azp": CLIENT, "iat": now, "exp": now + 300, "nonce": "n-1",
+            "email": "ada@example.com", "email_verified": true})
+    }
+
+    fn rs256(c: &Value, kid: &str) -> String {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, c, &KEY.encoding).unwrap()
+    }
+
+    fn nonce() -> Nonce {
+        Nonce::new("n-1".into())
+    }
+
+    #[test]
+    fn google_tokens_are_accepted_with_either_issuer_spelling() {
+        let (p, m) = provider(GOOGLE_ISSUER);
+        for iss in [GOOGLE_ISSUER, "accounts.google.com"] {
+            let c = p
+                .validate(&m, &rs256(&claims(iss), "k1"), &nonce())
+                .unwrap_or_else(|e| panic!("{iss}: {e}"));
+            assert_eq!(c.issuer().as_str(), GOOGLE_ISSUER);
+            assert_eq!(c.subject().as_str(), "1234");
+            p.check_remaining(&c, now_secs()).unwrap();
+        }
+    }
+
+    #[test]
+    fn the_bare_spelling_is_accepted_for_google_only() {
+        let (p, m) = provider("https://idp.example");
+        assert!(
+            p.validate(&m, &rs256(&claims("accounts.google.com"), "k1"), &nonce())
+                .is_err()
+        );
+        assert!(
+            p.validate(
+                &m,
+                &rs256(&claims("https://accounts.google.com"), "k1"),
+                &nonce()
+            )
+            .is_err()
+        );
+        assert!(
+            p.validate(&m, &rs256(&claims("https://idp.example"), "k1"), &nonce())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_bare_spelling_path_still_checks_everything() {
+        let (p, m) = provider(GOOGLE_ISSUER);
+        let bare = |edit: &dyn Fn(&mut Value)| {
+            let mut c = claims("accounts.google.com");
+            edit(&mut c);
+            c
+        };
+        // Signature: payload changed after signing.
+        let good = rs256(&claims("accounts.google.com"), "k1");
+        let parts: Vec<&str> = good.split('.').collect();
+        let other = URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(&bare(&|c| c["sub"] = json!("evil"))).unwrap());
+        assert!(
+            p.validate(&m, &format!("{}.{other}.{}", parts[0], parts[2]), &nonce())
+                .is_err(),
+            "tampered"
+        );
+        // Unknown kid: reported as such, so the caller can refetch the JWKS.
+        assert!(matches!(
+            p.validate(&m, &rs256(&claims("accounts.google.com"), "k2"), &nonce()),
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey
+            ))
+        ));
+        // alg none and HS256 (with the client secret) are refused although advertised.
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims("accounts.google.com")).unwrap())
+        );
+        assert!(p.validate(&m, &none, &nonce()).is_err(), "alg none");
+        let hs = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims("accounts.google.com"),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert!(p.validate(&m, &hs, &nonce()).is_err(), "HS256");
+        // The library's claim checks run on the normalised copy.
+        for (what, c) in [
+            ("aud", bare(&|c| c["aud"] = json!("other"))),
+            ("exp", bare(&|c| c["exp"] = json!(now_secs() - 1))),
+            ("nonce", bare(&|c| c["nonce"] = json!("n-2"))),
+        ] {
+            assert!(
+                p.validate(&m, &rs256(&c, "k1"), &nonce()).is_err(),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn azp_and_iat_are_checked() {
+        let (p, _) = provider("https://idp.example");
+        let now = now_secs();
+        let check = |edit: &dyn Fn(&mut Value)| {
+            let mut c = claims("https://idp.example");
+            edit(&mut c);
+            let c: CoreIdTokenClaims = serde_json::from_value(c).unwrap();
+            p.check_remaining(&c, now)
+        };
+        assert!(check(&|_| {}).is_ok());
+        assert!(
+            check(&|c| c["azp"] = json!("other")).is_err(),
+            "foreign azp"
+        );
+        assert!(
+            check(&|c| c
+                .as_object_mut()
+                .unwrap()
+                .remove("azp")
+                .map(|_| ())
+                .unwrap())
+            .is_ok(),
+            "azp optional with one audience"
+        );
+        assert!(
+            check(&|c| {
+                c["aud"] = json!([CLIENT, "other"]);
+                c.as_object_mut().unwrap().remove("azp");
+            })
+            .is_err(),
+            "several audiences need azp"
+        );
+        assert!(
+            check(&|c| c["iat"] = json!(now + 3600)).is_err(),
+            "iat in the future"
+        );
+        assert!(
+            check(&|c| c["iat"] = json!(now + 30)).is_ok(),
+            "small clock skew"
+        );
+        assert!(
+            check(&|c| c["iat"] = json!(now - 3600)).is_err(),
+            "iat long ago"
+        );
+    }
+
+    #[test]
+    fn issuer_parameter_accepts_googles_spellings_for_google_only() {
+        let (g, _) = provider(GOOGLE_ISSUER);
+        assert!(
+            g.accepts_issuer("https://accounts.google.com")
+                && g.accepts_issuer("accounts.google.com")
+        );
+        assert!(!g.accepts_issuer("https://evil.example"));
+        let (o, _) = provider("https://idp.example");
+        assert!(
+            o.accepts_issuer("https://idp.example") && !o.accepts_issuer("accounts.google.com")
+        );
+    }
 }

@@ -63,7 +63,9 @@ impl StateSealer {
 
     /// `None` when `key` is not [`Self::KEY_LEN`] bytes.
     pub fn new(key: &[u8]) -> Option<Self> {
-        XChaCha20Poly1305::new_from_slice(key).ok().map(|cipher| Self { cipher })
+        XChaCha20Poly1305::new_from_slice(key)
+            .ok()
+            .map(|cipher| Self { cipher })
     }
 
     /// The cookie value: base64url(nonce ‖ ciphertext).
@@ -72,7 +74,16 @@ impl StateSealer {
         rand::fill(&mut nonce);
         let plain = serde_json::to_vec(p).unwrap_or_default();
         // Encryption of an in-memory buffer cannot fail for these sizes.
-        let sealed = self.cipher.encrypt(&XNonce::from(nonce), Payload { msg: &plain, aad: AAD }).unwrap_or_default();
+        let sealed = self
+            .cipher
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: &plain,
+                    aad: AAD,
+                },
+            )
+            .unwrap_or_default();
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
@@ -90,7 +101,16 @@ impl StateSealer {
         }
         let (nonce, sealed) = raw.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-        let plain = self.cipher.decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: AAD }).ok()?;
+        let plain = self
+            .cipher
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: sealed,
+                    aad: AAD,
+                },
+            )
+            .ok()?;
         let p: PendingLogin = serde_json::from_slice(&plain).ok()?;
         (now_ms < p.expires_at).then_some(p)
     }
@@ -101,14 +121,24 @@ mod tests {
     use super::*;
 
     fn sample(expires_at: i64) -> PendingLogin {
-        PendingLogin { state: "st".into(), nonce: "no".into(), pkce_verifier: "secret-verifier".into(), next: "/account".into(), expires_at }
+        PendingLogin {
+            state: "st".into(),
+            nonce: "no".into(),
+            pkce_verifier: "secret-verifier".into(),
+            next: "/account".into(),
+            expires_at,
+        }
     }
 
     #[test]
     fn round_trips_and_hides_the_verifier() {
         let s = StateSealer::new(&StateSealer::generate_key()).unwrap();
         let v = s.seal(&sample(2_000));
-        assert!(!v.contains("secret") && !String::from_utf8_lossy(&URL_SAFE_NO_PAD.decode(&v).unwrap()).contains("secret"));
+        assert!(
+            !v.contains("secret")
+                && !String::from_utf8_lossy(&URL_SAFE_NO_PAD.decode(&v).unwrap())
+                    .contains("secret")
+        );
         assert_eq!(s.open(&v, 1_000), Some(sample(2_000)));
         // Two seals of the same attempt differ (random nonce).
         assert_ne!(v, s.seal(&sample(2_000)));
@@ -122,7 +152,11 @@ mod tests {
         let mut raw = URL_SAFE_NO_PAD.decode(&v).unwrap();
         let last = raw.len() - 1;
         raw[last] ^= 1;
-        assert_eq!(s.open(&URL_SAFE_NO_PAD.encode(&raw), 1_000), None, "tampered");
+        assert_eq!(
+            s.open(&URL_SAFE_NO_PAD.encode(&raw), 1_000),
+            None,
+            "tampered"
+        );
         let other = StateSealer::new(&StateSealer::generate_key()).unwrap();
         assert_eq!(other.open(&v, 1_000), None, "other key");
         for junk in ["", "a", "!!!", &"A".repeat(5000)] {

@@ -44,7 +44,11 @@ pub struct ClientInfo {
 }
 
 /// Starts a new session for `user` and issues its first tokens.
-pub async fn start(state: &AppState, user: UserId, client: ClientInfo) -> Result<IssuedTokens, ApiError> {
+pub async fn start(
+    state: &AppState,
+    user: UserId,
+    client: ClientInfo,
+) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
     let now = now_ms();
     let token = RefreshToken::generate();
@@ -68,11 +72,17 @@ pub async fn start(state: &AppState, user: UserId, client: ClientInfo) -> Result
 }
 
 /// Signs an access token for the session and pairs it with `refresh`.
-pub(crate) fn issue(state: &AppState, s: &SessionRecord, refresh: RefreshToken, now: i64) -> Result<IssuedTokens, ApiError> {
+pub(crate) fn issue(
+    state: &AppState,
+    s: &SessionRecord,
+    refresh: RefreshToken,
+    now: i64,
+) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
     let ttl = cfg.access_ttl.as_secs() as i64;
     let keys = state.keys().current();
-    let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now / 1000, ttl).map_err(ApiError::internal)?;
+    let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now / 1000, ttl)
+        .map_err(ApiError::internal)?;
     let refresh_left = (s.expires_at() - now).max(0) as u64;
     Ok(IssuedTokens {
         access_token: token,
@@ -86,7 +96,12 @@ pub(crate) fn issue(state: &AppState, s: &SessionRecord, refresh: RefreshToken, 
 }
 
 /// Revokes one session: in the store, and at once in this instance's revoked set.
-pub async fn revoke(state: &AppState, sid: SessionId, user: Option<UserId>, reason: &str) -> Result<bool, ApiError> {
+pub async fn revoke(
+    state: &AppState,
+    sid: SessionId,
+    user: Option<UserId>,
+    reason: &str,
+) -> Result<bool, ApiError> {
     let now = now_ms();
     let done = state.store().revoke_session(sid, user, now, reason).await?;
     if done {
@@ -100,7 +115,10 @@ pub async fn revoke(state: &AppState, sid: SessionId, user: Option<UserId>, reas
 pub async fn revoke_all(state: &AppState, user: UserId, reason: &str) -> Result<u64, ApiError> {
     let now = now_ms();
     let live = state.store().live_sessions(Some(user), now).await?;
-    let n = state.store().revoke_user_sessions(user, now, reason).await?;
+    let n = state
+        .store()
+        .revoke_user_sessions(user, now, reason)
+        .await?;
     for s in live {
         state.revocations().insert(s.id, now);
     }

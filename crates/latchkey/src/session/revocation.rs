@@ -23,7 +23,10 @@ pub struct Revocations {
 
 impl Revocations {
     pub fn new(horizon_ms: i64) -> Self {
-        Self { map: Arc::default(), horizon_ms }
+        Self {
+            map: Arc::default(),
+            horizon_ms,
+        }
     }
 
     pub fn horizon_ms(&self) -> i64 {
@@ -37,7 +40,10 @@ impl Revocations {
     }
 
     pub fn is_revoked(&self, sid: SessionId) -> bool {
-        self.map.read().map(|m| m.contains_key(&sid)).unwrap_or(true)
+        self.map
+            .read()
+            .map(|m| m.contains_key(&sid))
+            .unwrap_or(true)
     }
 
     pub fn len(&self) -> usize {

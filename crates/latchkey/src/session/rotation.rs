@@ -31,20 +31,33 @@ pub async fn refresh(state: &AppState, presented: Option<&str>) -> Result<Issued
     // successful rotation by someone else.
     for _ in 0..4 {
         let now = now_ms();
-        let (session, which) = state.store().session_by_token_hash(&hash).await?.ok_or(ApiError::RefreshInvalid)?;
+        let (session, which) = state
+            .store()
+            .session_by_token_hash(&hash)
+            .await?
+            .ok_or(ApiError::RefreshInvalid)?;
         if session.revoked_at.is_some() {
             return Err(ApiError::SessionRevoked);
         }
         if now >= session.expires_at() {
             return Err(ApiError::RefreshExpired);
         }
-        state.limiter().check_refresh(&session.id.to_string()).await?;
+        state
+            .limiter()
+            .check_refresh(&session.id.to_string())
+            .await?;
 
         let successor = token.successor(state.refresh_secret());
         match which {
             TokenMatch::Current => {
-                let idle = now.saturating_add(ms(cfg.refresh_ttl)).min(session.absolute_expires_at);
-                if state.store().rotate_session(session.id, &hash, &successor.hash(), now, idle).await? {
+                let idle = now
+                    .saturating_add(ms(cfg.refresh_ttl))
+                    .min(session.absolute_expires_at);
+                if state
+                    .store()
+                    .rotate_session(session.id, &hash, &successor.hash(), now, idle)
+                    .await?
+                {
                     let mut s = session;
                     s.idle_expires_at = idle;
                     metrics::counter!("latchkey_refreshes_total", "kind" => "rotated").increment(1);
@@ -52,8 +65,11 @@ pub async fn refresh(state: &AppState, presented: Option<&str>) -> Result<Issued
                 }
             }
             TokenMatch::Previous => {
-                let within_grace = session.rotated_at.is_some_and(|at| now - at <= ms(cfg.reuse_grace));
-                let is_parent_of_current: bool = successor.hash().ct_eq(&session.current_hash).into();
+                let within_grace = session
+                    .rotated_at
+                    .is_some_and(|at| now - at <= ms(cfg.reuse_grace));
+                let is_parent_of_current: bool =
+                    successor.hash().ct_eq(&session.current_hash).into();
                 if within_grace && is_parent_of_current {
                     metrics::counter!("latchkey_refreshes_total", "kind" => "grace").increment(1);
                     return issue(state, &session, successor, now);
@@ -71,5 +87,7 @@ pub async fn refresh(state: &AppState, presented: Option<&str>) -> Result<Issued
             }
         }
     }
-    Err(ApiError::internal("refresh did not settle after repeated concurrent rotations"))
+    Err(ApiError::internal(
+        "refresh did not settle after repeated concurrent rotations",
+    ))
 }

@@ -150,21 +150,41 @@ pub trait Store: Send + Sync + 'static {
     async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()>;
     /// Creates a user (no password) and its first identity in one transaction.
     /// [`StoreError::Conflict`] when the email or the identity is taken.
-    async fn create_user_with_identity(&self, user: NewUser, identity: &NewIdentity) -> Result<UserRecord>;
+    async fn create_user_with_identity(
+        &self,
+        user: NewUser,
+        identity: &NewIdentity,
+    ) -> Result<UserRecord>;
     /// Records that the OAuth attempt `id` (a hash of its `state`) reached its callback;
     /// false when it already had (a replay). Records past `expires_at` may be forgotten.
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool>;
 
     async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
     /// The session one of whose tokens (current, previous or older retired) has this hash.
-    async fn session_by_token_hash(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, TokenMatch)>>;
+    async fn session_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(SessionRecord, TokenMatch)>>;
     /// Atomically replaces the current token if it is still `expected` and the session is
     /// not revoked (compare-and-swap): the old current becomes the previous, the old
     /// previous is remembered as retired (for reuse detection). False when
     /// another request rotated or revoked first.
-    async fn rotate_session(&self, id: SessionId, expected: &TokenHash, new: &TokenHash, now: i64, idle_expires_at: i64) -> Result<bool>;
+    async fn rotate_session(
+        &self,
+        id: SessionId,
+        expected: &TokenHash,
+        new: &TokenHash,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<bool>;
     /// Revokes one session (of `user` when given); false when not found or already revoked.
-    async fn revoke_session(&self, id: SessionId, user: Option<UserId>, now: i64, reason: &str) -> Result<bool>;
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        user: Option<UserId>,
+        now: i64,
+        reason: &str,
+    ) -> Result<bool>;
     /// Revokes every live session of a user; returns how many.
     async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64>;
     /// Sessions not revoked and not expired, newest first; all users when `user` is None.
@@ -174,7 +194,11 @@ pub trait Store: Send + Sync + 'static {
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>>;
     /// Inserts a key; when `retire_others_at` is set, marks every other unretired key retired.
-    async fn insert_signing_key(&self, key: &KeyRecord, retire_others_at: Option<i64>) -> Result<()>;
+    async fn insert_signing_key(
+        &self,
+        key: &KeyRecord,
+        retire_others_at: Option<i64>,
+    ) -> Result<()>;
     /// Deletes keys retired before `before`.
     async fn prune_signing_keys(&self, before: i64) -> Result<u64>;
     /// The named server secret; `candidate` is stored first if none exists (first writer
@@ -196,21 +220,27 @@ pub async fn connect(database_url: &secrecy::SecretString) -> Result<Arc<dyn Sto
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(postgres::PostgresStore::connect(url).await?))
     } else {
-        Err(StoreError::Other("unsupported DATABASE_URL (expected sqlite:… or postgres://…)".into()))
+        Err(StoreError::Other(
+            "unsupported DATABASE_URL (expected sqlite:… or postgres://…)".into(),
+        ))
     }
 }
 
 pub(crate) fn hash_from_vec(v: Vec<u8>) -> Result<TokenHash> {
-    v.try_into().map_err(|_| StoreError::Other("stored token hash has the wrong length".into()))
+    v.try_into()
+        .map_err(|_| StoreError::Other("stored token hash has the wrong length".into()))
 }
 
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        sqlx::Error::Database(db) if postgres::is_unavailable(db.as_ref()) => StoreError::Unavailable(Box::new(e)),
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+        sqlx::Error::Database(db) if postgres::is_unavailable(db.as_ref()) => {
             StoreError::Unavailable(Box::new(e))
         }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(Box::new(e)),
         _ => StoreError::Other(Box::new(e)),
     }
 }

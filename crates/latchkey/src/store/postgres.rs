@@ -2,9 +2,9 @@
 //!
 //! Same semantics as [`super::sqlite::SqliteStore`]; ids are native `UUID` columns (16 bytes,
 //! validated by the database, no parsing on read), timestamps `BIGINT` Unix ms, token hashes
-//! `BYTEA`. Every request-path write is one statement: rotation is a single compare-and-swap
+//! `BYTEA`. The hot-path writes are single statements: rotation is one compare-and-swap
 //! statement that locks the session row, so instances racing on one token serialise on
-//! that row and exactly one wins.
+//! that row and exactly one wins; the rate limit is one upsert.
 //!
 //! Connection faults (the database restarting, connections terminated, connections refused)
 //! map to [`StoreError::Unavailable`] — a clean 503 — and the pool reconnects by itself:
@@ -22,7 +22,10 @@ use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
-use super::{KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec};
+use super::{
+    KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash,
+    TokenMatch, UserRecord, classify, hash_from_vec,
+};
 use crate::config::{Quota, RateLimits};
 use crate::domain::{Email, SessionId, UserId};
 use crate::ratelimit::{Bucket, MemoryLimiter, RateLimiter};
@@ -51,7 +54,9 @@ pub struct PostgresStore {
 /// intervention: admin/crash shutdown, cannot connect now, statement timeout), and
 /// serialization failures/deadlocks (40001, 40P01), which a retry resolves.
 pub(crate) fn is_unavailable(db: &dyn DatabaseError) -> bool {
-    let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else { return false };
+    let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() else {
+        return false;
+    };
     let code = pg.code();
     matches!(code.get(..2), Some("08" | "53" | "55" | "57")) || matches!(code, "40001" | "40P01")
 }
@@ -125,15 +130,20 @@ struct MatchedSessionRow {
     which: i32,
 }
 
-const USER_COLUMNS: &str = "id, email, name, password_hash, email_verified, created_at, disabled_at";
+const USER_COLUMNS: &str =
+    "id, email, name, password_hash, email_verified, created_at, disabled_at";
 const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip";
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…` or `postgresql://…`). Fails if the database does
     /// not answer now; later outages are survived.
     pub async fn connect(url: &str) -> Result<Self> {
-        let base = PgConnectOptions::from_str(url).map_err(|e| StoreError::Other(Box::new(e)))?.application_name("latchkey");
-        let pool_opts = base.clone().options([("statement_timeout", STATEMENT_TIMEOUT_MS)]);
+        let base = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Other(Box::new(e)))?
+            .application_name("latchkey");
+        let pool_opts = base
+            .clone()
+            .options([("statement_timeout", STATEMENT_TIMEOUT_MS)]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(1)
@@ -146,11 +156,17 @@ impl PostgresStore {
             .connect_with(pool_opts)
             .await
             .map_err(classify)?;
-        Ok(Self { pool, migrate_opts: base })
+        Ok(Self {
+            pool,
+            migrate_opts: base,
+        })
     }
 }
 
-async fn pg_insert_identity(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, i: &NewIdentity) -> Result<()> {
+async fn pg_insert_identity(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    i: &NewIdentity,
+) -> Result<()> {
     sqlx::query("INSERT INTO identities (issuer, subject, user_id, email, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&i.issuer)
         .bind(&i.subject)
@@ -180,7 +196,10 @@ impl Store for PostgresStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -208,20 +227,33 @@ impl Store for PostgresStore {
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
         let q = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"));
-        let row = sqlx::query_as::<_, UserRow>(q).bind(email.as_str()).fetch_optional(&self.pool).await.map_err(classify)?;
+        let row = sqlx::query_as::<_, UserRow>(q)
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(row.map(UserRecord::from))
     }
 
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>> {
         let q = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
-        let row = sqlx::query_as::<_, UserRow>(q).bind(id.0).fetch_optional(&self.pool).await.map_err(classify)?;
+        let row = sqlx::query_as::<_, UserRow>(q)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(row.map(UserRecord::from))
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {
         // COLLATE "C": byte order, as SQLite's BINARY collation sorts.
-        let q = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email COLLATE \"C\""));
-        let rows = sqlx::query_as::<_, UserRow>(q).fetch_all(&self.pool).await.map_err(classify)?;
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email COLLATE \"C\""
+        ));
+        let rows = sqlx::query_as::<_, UserRow>(q)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(rows.into_iter().map(UserRecord::from).collect())
     }
 
@@ -250,9 +282,18 @@ impl Store for PostgresStore {
     async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>> {
         let q = sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM identities i JOIN users u ON u.id = i.user_id WHERE i.issuer = $1 AND i.subject = $2",
-            USER_COLUMNS.split(", ").map(|c| format!("u.{c}")).collect::<Vec<_>>().join(", ")
+            USER_COLUMNS
+                .split(", ")
+                .map(|c| format!("u.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
-        let row = sqlx::query_as::<_, UserRow>(q).bind(issuer).bind(subject).fetch_optional(&self.pool).await.map_err(classify)?;
+        let row = sqlx::query_as::<_, UserRow>(q)
+            .bind(issuer)
+            .bind(subject)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(row.map(UserRecord::from))
     }
 
@@ -269,7 +310,11 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(classify)
     }
 
-    async fn create_user_with_identity(&self, u: NewUser, identity: &NewIdentity) -> Result<UserRecord> {
+    async fn create_user_with_identity(
+        &self,
+        u: NewUser,
+        identity: &NewIdentity,
+    ) -> Result<UserRecord> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(u.id.0)
@@ -297,7 +342,11 @@ impl Store for PostgresStore {
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {
         // Two statements, no transaction needed: the INSERT alone decides (the primary key
         // makes exactly one of racing instances succeed); the DELETE only prunes.
-        sqlx::query("DELETE FROM oauth_states_used WHERE expires_at < $1").bind(now).execute(&self.pool).await.map_err(classify)?;
+        sqlx::query("DELETE FROM oauth_states_used WHERE expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         let r = sqlx::query("INSERT INTO oauth_states_used (id, expires_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
             .bind(&id[..])
             .bind(expires_at)
@@ -327,7 +376,10 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn session_by_token_hash(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, TokenMatch)>> {
+    async fn session_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(SessionRecord, TokenMatch)>> {
         // One statement, one snapshot: a rotation moves a hash from current to previous to
         // retired atomically, so the hash is found in exactly one place.
         let q = sqlx::AssertSqlSafe(format!(
@@ -337,7 +389,11 @@ impl Store for PostgresStore {
              SELECT {SESSION_COLUMNS}, 2 AS which FROM retired_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1 \
              ORDER BY which LIMIT 1"
         ));
-        let row = sqlx::query_as::<_, MatchedSessionRow>(q).bind(&hash[..]).fetch_optional(&self.pool).await.map_err(classify)?;
+        let row = sqlx::query_as::<_, MatchedSessionRow>(q)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
         row.map(|r| {
             let which = match r.which {
                 0 => TokenMatch::Current,
@@ -349,7 +405,14 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn rotate_session(&self, id: SessionId, expected: &TokenHash, new: &TokenHash, now: i64, idle_expires_at: i64) -> Result<bool> {
+    async fn rotate_session(
+        &self,
+        id: SessionId,
+        expected: &TokenHash,
+        new: &TokenHash,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<bool> {
         // One statement, so no read-then-write race and no lock held across round trips:
         // `old` locks the session row (FOR UPDATE) if its current token is still `expected`
         // — a racer blocks here, then re-checks against the committed winner's row (READ
@@ -384,7 +447,13 @@ impl Store for PostgresStore {
         Ok(r.0 == 1)
     }
 
-    async fn revoke_session(&self, id: SessionId, user: Option<UserId>, now: i64, reason: &str) -> Result<bool> {
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        user: Option<UserId>,
+        now: i64,
+        reason: &str,
+    ) -> Result<bool> {
         let r = sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
              WHERE id = $3 AND ($4::uuid IS NULL OR user_id = $4) AND revoked_at IS NULL",
@@ -428,12 +497,16 @@ impl Store for PostgresStore {
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {
-        let rows: Vec<(Uuid, i64)> = sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(rows.into_iter().map(|(id, at)| (SessionId(id), at)).collect())
+        let rows: Vec<(Uuid, i64)> =
+            sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, at)| (SessionId(id), at))
+            .collect())
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
@@ -444,7 +517,15 @@ impl Store for PostgresStore {
                 .map_err(classify)?;
         Ok(rows
             .into_iter()
-            .map(|(kid, private_der, public_key, created_at, retired_at)| KeyRecord { kid, private_der, public_key, created_at, retired_at })
+            .map(
+                |(kid, private_der, public_key, created_at, retired_at)| KeyRecord {
+                    kid,
+                    private_der,
+                    public_key,
+                    created_at,
+                    retired_at,
+                },
+            )
             .collect())
     }
 
@@ -469,11 +550,13 @@ impl Store for PostgresStore {
     }
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let r = sqlx::query(
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
         Ok(r.rows_affected())
     }
 
@@ -515,7 +598,11 @@ pub struct PgRateLimiter {
 
 impl PgRateLimiter {
     pub fn new(pool: PgPool, limits: RateLimits) -> Self {
-        Self { pool, limits, fallback: MemoryLimiter::new(limits) }
+        Self {
+            pool,
+            limits,
+            fallback: MemoryLimiter::new(limits),
+        }
     }
 
     fn quota(&self, bucket: Bucket) -> (&'static str, Quota) {
@@ -528,10 +615,12 @@ impl PgRateLimiter {
 
     /// `Ok(None)` when allowed, `Ok(Some(wait_ms))` when over the limit.
     async fn check_db(&self, bucket: &str, key: &[u8], quota: Quota) -> Result<Option<i64>> {
-        // Emission interval T and tolerance tau = T * burst, as governor computes them: a
-        // request at `now` is allowed when tat - tau <= now, and then tat = max(tat, now) + T.
-        let t = i64::try_from(quota.period.max(Duration::from_millis(1)).as_millis()).unwrap_or(i64::MAX / 4);
-        let tau = t.saturating_mul(i64::from(quota.burst.max(1)));
+        // Emission interval T and tolerance tau = T * (burst - 1), as governor computes them:
+        // a request at `now` is allowed when tat - tau <= now (a missing row is tat = now),
+        // and then tat = max(tat, now) + T. So `burst` requests pass at once, then one per T.
+        let t = i64::try_from(quota.period.max(Duration::from_millis(1)).as_millis())
+            .unwrap_or(i64::MAX / 4);
+        let tau = t.saturating_mul(i64::from(quota.burst.max(1) - 1));
         // The upsert only writes (and returns a row) when the request is allowed; the
         // wait is read from the latest committed row otherwise (an estimate for Retry-After).
         let (allowed, wait): (bool, Option<i64>) = sqlx::query_as(
@@ -553,7 +642,11 @@ impl PgRateLimiter {
         .fetch_one(&self.pool)
         .await
         .map_err(classify)?;
-        Ok(if allowed { None } else { Some(wait.unwrap_or(t).max(1)) })
+        Ok(if allowed {
+            None
+        } else {
+            Some(wait.unwrap_or(t).max(1))
+        })
     }
 
     /// Forgets keys that are back to full capacity.

@@ -6,9 +6,14 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
-use super::{KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec};
+use super::{
+    KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash,
+    TokenMatch, UserRecord, classify, hash_from_vec,
+};
 use crate::domain::{Email, SessionId, UserId};
 
 pub struct SqliteStore {
@@ -94,13 +99,21 @@ impl SqliteStore {
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(Box::new(e)))?
             .create_if_missing(true)
-            .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         // An in-memory database lives in its one connection: keep exactly one, forever.
         let pool_opts = if memory {
-            SqlitePoolOptions::new().min_connections(1).max_connections(1).idle_timeout(None).max_lifetime(None)
+            SqlitePoolOptions::new()
+                .min_connections(1)
+                .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
         } else {
             SqlitePoolOptions::new().max_connections(8)
         };
@@ -113,7 +126,10 @@ impl SqliteStore {
     }
 }
 
-async fn insert_identity(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, i: &NewIdentity) -> Result<()> {
+async fn insert_identity(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    i: &NewIdentity,
+) -> Result<()> {
     sqlx::query("INSERT INTO identities (issuer, subject, user_id, email, created_at) VALUES (?, ?, ?, ?, ?)")
         .bind(&i.issuer)
         .bind(&i.subject)
@@ -136,7 +152,10 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -229,7 +248,11 @@ impl Store for SqliteStore {
     }
 
     async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         insert_identity(&mut tx, identity).await?;
         if email_verified {
             sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
@@ -241,8 +264,16 @@ impl Store for SqliteStore {
         tx.commit().await.map_err(classify)
     }
 
-    async fn create_user_with_identity(&self, u: NewUser, identity: &NewIdentity) -> Result<UserRecord> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+    async fn create_user_with_identity(
+        &self,
+        u: NewUser,
+        identity: &NewIdentity,
+    ) -> Result<UserRecord> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(u.id.0.to_string())
             .bind(u.email.as_str())
@@ -267,8 +298,16 @@ impl Store for SqliteStore {
     }
 
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
-        sqlx::query("DELETE FROM oauth_states_used WHERE expires_at < ?").bind(now).execute(&mut *tx).await.map_err(classify)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        sqlx::query("DELETE FROM oauth_states_used WHERE expires_at < ?")
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
         let r = sqlx::query("INSERT INTO oauth_states_used (id, expires_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING")
             .bind(&id[..])
             .bind(expires_at)
@@ -299,25 +338,58 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn session_by_token_hash(&self, hash: &TokenHash) -> Result<Option<(SessionRecord, TokenMatch)>> {
-        let q = sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE current_hash = ?1 OR previous_hash = ?1 LIMIT 1"));
-        let row = sqlx::query_as::<_, SessionRow>(q).bind(&hash[..]).fetch_optional(&self.pool).await.map_err(classify)?;
+    async fn session_by_token_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<(SessionRecord, TokenMatch)>> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE current_hash = ?1 OR previous_hash = ?1 LIMIT 1"
+        ));
+        let row = sqlx::query_as::<_, SessionRow>(q)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
         if let Some(row) = row {
             let rec = SessionRecord::try_from(row)?;
-            let m = if &rec.current_hash == hash { TokenMatch::Current } else { TokenMatch::Previous };
+            let m = if &rec.current_hash == hash {
+                TokenMatch::Current
+            } else {
+                TokenMatch::Previous
+            };
             return Ok(Some((rec, m)));
         }
         let q = sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM retired_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?1",
-            SESSION_COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+            SESSION_COLUMNS
+                .split(", ")
+                .map(|c| format!("s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
-        let row = sqlx::query_as::<_, SessionRow>(q).bind(&hash[..]).fetch_optional(&self.pool).await.map_err(classify)?;
-        row.map(|r| Ok((SessionRecord::try_from(r)?, TokenMatch::Retired))).transpose()
+        let row = sqlx::query_as::<_, SessionRow>(q)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.map(|r| Ok((SessionRecord::try_from(r)?, TokenMatch::Retired)))
+            .transpose()
     }
 
-    async fn rotate_session(&self, id: SessionId, expected: &TokenHash, new: &TokenHash, now: i64, idle_expires_at: i64) -> Result<bool> {
+    async fn rotate_session(
+        &self,
+        id: SessionId,
+        expected: &TokenHash,
+        new: &TokenHash,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<bool> {
         // IMMEDIATE takes the write lock up front: no read-to-write upgrade, no deadlock.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         sqlx::query(
             "INSERT INTO retired_tokens (hash, session_id, retired_at) \
              SELECT previous_hash, id, ? FROM sessions WHERE id = ? AND current_hash = ? AND previous_hash IS NOT NULL AND revoked_at IS NULL \
@@ -346,7 +418,13 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn revoke_session(&self, id: SessionId, user: Option<UserId>, now: i64, reason: &str) -> Result<bool> {
+    async fn revoke_session(
+        &self,
+        id: SessionId,
+        user: Option<UserId>,
+        now: i64,
+        reason: &str,
+    ) -> Result<bool> {
         let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND (? IS NULL OR user_id = ?) AND revoked_at IS NULL")
             .bind(now)
             .bind(reason)
@@ -387,12 +465,15 @@ impl Store for SqliteStore {
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        rows.into_iter().map(|(id, at)| Ok((SessionId(parse_uuid(&id)?), at))).collect()
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= ?")
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(classify)?;
+        rows.into_iter()
+            .map(|(id, at)| Ok((SessionId(parse_uuid(&id)?), at)))
+            .collect()
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
@@ -403,12 +484,24 @@ impl Store for SqliteStore {
                 .map_err(classify)?;
         Ok(rows
             .into_iter()
-            .map(|(kid, private_der, public_key, created_at, retired_at)| KeyRecord { kid, private_der, public_key, created_at, retired_at })
+            .map(
+                |(kid, private_der, public_key, created_at, retired_at)| KeyRecord {
+                    kid,
+                    private_der,
+                    public_key,
+                    created_at,
+                    retired_at,
+                },
+            )
             .collect())
     }
 
     async fn insert_signing_key(&self, k: &KeyRecord, retire_others_at: Option<i64>) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(classify)?;
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
         if let Some(at) = retire_others_at {
             sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
                 .bind(at)
@@ -428,11 +521,12 @@ impl Store for SqliteStore {
     }
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let r =
+            sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
+                .bind(before)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
         Ok(r.rows_affected())
     }
 

@@ -46,7 +46,14 @@ pub enum TokenError {
 }
 
 /// Signs a new access token for `(user, session)` valid `ttl_secs` from `now_secs`.
-pub fn issue(keys: &KeySet, public_url: &str, sub: UserId, sid: SessionId, now_secs: i64, ttl_secs: i64) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+pub fn issue(
+    keys: &KeySet,
+    public_url: &str,
+    sub: UserId,
+    sid: SessionId,
+    now_secs: i64,
+    ttl_secs: i64,
+) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
     let claims = AccessClaims {
         iss: public_url.to_owned(),
         aud: public_url.to_owned(),
@@ -69,7 +76,8 @@ pub fn verify(keys: &KeySet, public_url: &str, token: &str) -> Result<AccessClai
         return Err(TokenError::Invalid);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
-    if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TYP) || header.crit.is_some() {
+    if header.alg != Algorithm::EdDSA || header.typ.as_deref() != Some(TYP) || header.crit.is_some()
+    {
         return Err(TokenError::Invalid);
     }
     let kid = header.kid.ok_or(TokenError::Invalid)?;

@@ -46,10 +46,18 @@ pub fn generate_key(now: i64) -> Result<KeyRecord, StoreError> {
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
     let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
-    let der = sk.to_pkcs8_der().map_err(|e| StoreError::Other(Box::new(e)))?;
+    let der = sk
+        .to_pkcs8_der()
+        .map_err(|e| StoreError::Other(Box::new(e)))?;
     let public_key = sk.verifying_key().to_bytes().to_vec();
     let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&public_key)[..12]);
-    Ok(KeyRecord { kid, private_der: der.as_bytes().to_vec(), public_key, created_at: now, retired_at: None })
+    Ok(KeyRecord {
+        kid,
+        private_der: der.as_bytes().to_vec(),
+        public_key,
+        created_at: now,
+        retired_at: None,
+    })
 }
 
 fn jwk(k: &KeyRecord) -> serde_json::Value {
@@ -71,7 +79,11 @@ impl KeyRing {
         })
     }
 
-    async fn build(store: &dyn Store, access_ttl: Duration, create: bool) -> Result<KeySet, StoreError> {
+    async fn build(
+        store: &dyn Store,
+        access_ttl: Duration,
+        create: bool,
+    ) -> Result<KeySet, StoreError> {
         let now = now_ms();
         let mut records = store.signing_keys().await?;
         if !records.iter().any(|k| k.retired_at.is_none()) {
@@ -82,20 +94,36 @@ impl KeyRing {
             records = store.signing_keys().await?;
         }
         let keep_until = ms(access_ttl) + ms(RETIRED_KEY_MARGIN);
-        let live: Vec<&KeyRecord> = records.iter().filter(|k| k.retired_at.is_none_or(|r| r + keep_until > now)).collect();
+        let live: Vec<&KeyRecord> = records
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|r| r + keep_until > now))
+            .collect();
         let signer = live
             .iter()
             .filter(|k| k.retired_at.is_none())
             .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
             .ok_or_else(|| StoreError::Other("no signing key".into()))?;
-        let verifying = live.iter().map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key))).collect();
+        let verifying = live
+            .iter()
+            .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key)))
+            .collect();
         let jwks = serde_json::json!({ "keys": live.iter().map(|k| jwk(k)).collect::<Vec<_>>() });
-        Ok(KeySet { signing: (signer.kid.clone(), EncodingKey::from_ed_der(&signer.private_der)), verifying, jwks })
+        Ok(KeySet {
+            signing: (
+                signer.kid.clone(),
+                EncodingKey::from_ed_der(&signer.private_der),
+            ),
+            verifying,
+            jwks,
+        })
     }
 
     /// The keys in force now.
     pub fn current(&self) -> Arc<KeySet> {
-        self.current.read().map(|g| g.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.current
+            .read()
+            .map(|g| g.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// Re-reads the store (periodically, and after a rotation).
@@ -112,7 +140,9 @@ impl KeyRing {
     /// every few seconds. Returns whether a reload happened.
     pub async fn reload_for_unknown_kid(&self) -> bool {
         {
-            let Ok(mut last) = self.last_unknown_reload.lock() else { return false };
+            let Ok(mut last) = self.last_unknown_reload.lock() else {
+                return false;
+            };
             if last.is_some_and(|t| t.elapsed() < UNKNOWN_KID_RELOAD_EVERY) {
                 return false;
             }
@@ -127,7 +157,9 @@ impl KeyRing {
         let now = now_ms();
         let key = generate_key(now)?;
         store.insert_signing_key(&key, Some(now)).await?;
-        store.prune_signing_keys(now - ms(access_ttl) - ms(RETIRED_KEY_MARGIN)).await?;
+        store
+            .prune_signing_keys(now - ms(access_ttl) - ms(RETIRED_KEY_MARGIN))
+            .await?;
         Ok(key)
     }
 }

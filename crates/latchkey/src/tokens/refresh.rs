@@ -65,10 +65,13 @@ impl RefreshToken {
 
     /// The token that replaces this one at rotation.
     pub fn successor(&self, secret: &RefreshSecret) -> Self {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.0.expose_secret()).expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.0.expose_secret())
+            .expect("HMAC takes any key length");
         mac.update(b"latchkey/refresh-successor/v1\0");
         mac.update(self.0.expose_secret().as_bytes());
-        Self(SecretString::from(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())))
+        Self(SecretString::from(
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
+        ))
     }
 
     /// The token's text, for the cookie writer only.
@@ -85,7 +88,11 @@ mod tests {
     fn tokens_are_256_bit_base64url_and_parse_back() {
         let t = RefreshToken::generate();
         assert_eq!(t.expose().len(), 43);
-        assert!(t.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            t.expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(RefreshToken::parse(t.expose()).unwrap().hash(), t.hash());
         assert_ne!(RefreshToken::generate().expose(), t.expose());
     }

@@ -32,9 +32,16 @@ pub async fn fresh_database_url() -> String {
 async fn fresh_postgres(admin: &str) -> String {
     use sqlx::Connection as _;
     let name = format!("latchkey_t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(admin).await.expect("LATCHKEY_TEST_POSTGRES reachable");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
-    let (base, _) = admin.rsplit_once('/').expect("postgres URL with a database path");
+    let mut conn = sqlx::PgConnection::connect(admin)
+        .await
+        .expect("LATCHKEY_TEST_POSTGRES reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, _) = admin
+        .rsplit_once('/')
+        .expect("postgres URL with a database path");
     format!("{base}/{name}")
 }
 
@@ -42,7 +49,11 @@ async fn fresh_postgres(admin: &str) -> String {
 pub async fn test_config() -> Config {
     let url = fresh_database_url().await;
     let mut c = Config::from_pairs([("DATABASE_URL", url.as_str())]).expect("valid test config");
-    c.password = latchkey::config::PasswordParams { m_cost_kib: 64, t_cost: 1, p_cost: 1 };
+    c.password = latchkey::config::PasswordParams {
+        m_cost_kib: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
     c.poll_interval = std::time::Duration::from_millis(100);
     c
 }
@@ -75,8 +86,17 @@ pub async fn spawn_state(state: AppState) -> TestApp {
         .await
         .unwrap();
     });
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    TestApp { addr, base: format!("http://{addr}"), state, http, _shutdown: Arc::new(tx) }
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        http,
+        _shutdown: Arc::new(tx),
+    }
 }
 
 /// The auth cookies a browser would hold, updated from `Set-Cookie` like a browser would.
@@ -94,7 +114,11 @@ impl Jar {
                 "refresh_token" | "__Secure-refresh_token" => &mut self.refresh,
                 _ => continue,
             };
-            *slot = if max_age0 || value.is_empty() { None } else { Some(value) };
+            *slot = if max_age0 || value.is_empty() {
+                None
+            } else {
+                Some(value)
+            };
         }
     }
 
@@ -104,10 +128,10 @@ impl Jar {
         if let Some(a) = &self.access {
             parts.push(format!("access_token={a}"));
         }
-        if let Some(r) = &self.refresh {
-            if path.starts_with("/api/v1/auth") {
-                parts.push(format!("refresh_token={r}"));
-            }
+        if let Some(r) = &self.refresh
+            && path.starts_with("/api/v1/auth")
+        {
+            parts.push(format!("refresh_token={r}"));
         }
         parts.join("; ")
     }
@@ -128,7 +152,11 @@ pub fn set_cookies(headers: &HeaderMap) -> Vec<(String, String, bool)> {
 }
 
 pub fn set_cookie_lines(headers: &HeaderMap) -> Vec<String> {
-    headers.get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
 }
 
 impl TestApp {
@@ -137,25 +165,48 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.http.post(self.url(path)).json(body).send().await.unwrap()
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// A request carrying the jar's cookies.
-    pub fn with_jar(&self, method: reqwest::Method, path: &str, jar: &Jar) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).header("cookie", jar.header_for(path))
+    pub fn with_jar(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        jar: &Jar,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .header("cookie", jar.header_for(path))
     }
 
     pub async fn get(&self, path: &str, jar: &Jar) -> reqwest::Response {
-        self.with_jar(reqwest::Method::GET, path, jar).send().await.unwrap()
+        self.with_jar(reqwest::Method::GET, path, jar)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, jar: &Jar) -> reqwest::Response {
-        self.with_jar(reqwest::Method::POST, path, jar).send().await.unwrap()
+        self.with_jar(reqwest::Method::POST, path, jar)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Signs up `email` and returns the cookies it got.
     pub async fn signup(&self, email: &str) -> Jar {
-        let res = self.post_json("/api/v1/auth/signup", &json!({"email": email, "password": PASSWORD})).await;
+        let res = self
+            .post_json(
+                "/api/v1/auth/signup",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(res.status(), 201, "signup of {email}");
         let mut jar = Jar::default();
         jar.update(res.headers());
@@ -164,7 +215,12 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str) -> Jar {
-        let res = self.post_json("/api/v1/auth/login", &json!({"email": email, "password": PASSWORD})).await;
+        let res = self
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
         assert_eq!(res.status(), 200, "login of {email}");
         let mut jar = Jar::default();
         jar.update(res.headers());
@@ -187,10 +243,20 @@ impl TestApp {
 /// Asserts a problem+json answer with `status` and `code`; returns the body.
 pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "status for expected {code}");
-    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
     assert_eq!(ct, "application/problem+json");
     if status == 401 {
-        let www = res.headers().get("www-authenticate").expect("401 carries WWW-Authenticate").to_str().unwrap().to_owned();
+        let www = res
+            .headers()
+            .get("www-authenticate")
+            .expect("401 carries WWW-Authenticate")
+            .to_str()
+            .unwrap()
+            .to_owned();
         assert!(www.starts_with("Bearer realm=\"latchkey\""), "{www}");
     }
     let body: Value = res.json().await.unwrap();
@@ -203,4 +269,45 @@ pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> 
 
 pub fn unique_email(tag: &str) -> String {
     format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Like [`spawn_with`], but the listener is bound first and `tweak` also gets its address,
+/// for settings that must name the app's own origin (PUBLIC_URL, which OAuth redirect URIs
+/// are built from).
+pub async fn spawn_with_addr(tweak: impl FnOnce(&mut Config, SocketAddr)) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_on(listener, tweak).await
+}
+
+/// Like [`spawn_with_addr`] on a listener the test bound itself (when something else must
+/// know the address before the app is configured).
+pub async fn spawn_on(
+    listener: tokio::net::TcpListener,
+    tweak: impl FnOnce(&mut Config, SocketAddr),
+) -> TestApp {
+    let addr = listener.local_addr().unwrap();
+    let mut config = test_config().await;
+    tweak(&mut config, addr);
+    let state = AppState::start(config).await.expect("app starts");
+    let app = latchkey::http::router(state.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let timeout = state.header_read_timeout();
+    tokio::spawn(async move {
+        latchkey::serve(listener, app, timeout, async {
+            let _ = rx.await;
+        })
+        .await
+        .unwrap();
+    });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        http,
+        _shutdown: Arc::new(tx),
+    }
 }

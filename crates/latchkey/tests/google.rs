@@ -1,0 +1,1584 @@
+//! Sign in with Google (issue 3), over real HTTP on loopback.
+//!
+//! - End to end against a real OpenID Provider: the npm package `oidc-provider` (pinned in
+//!   `tests/oidc/package-lock.json`, installed here with `npm ci` when missing), started on
+//!   127.0.0.1 with one client. The test plays the browser through its login and consent
+//!   pages. Without Node.js these tests fail; they never pass silently.
+//! - Every negative case against a test issuer written here (axum: discovery, authorization,
+//!   token and JWKS endpoints) that signs whatever ID token the test asks for.
+//! - The authorization redirect's parameters, one by one.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Form, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use common::{Jar, TestApp, set_cookie_lines, set_cookies, spawn_with_addr};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use latchkey::config::GoogleConfig;
+use rsa::RsaPrivateKey;
+use rsa::pkcs1::EncodeRsaPrivateKey;
+use rsa::traits::PublicKeyParts;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use url::Url;
+
+const CLIENT_ID: &str = "latchkey-test-client";
+const CLIENT_SECRET: &str = "latchkey-test-secret";
+const CALLBACK: &str = "/api/v1/auth/google/callback";
+
+// ---------------------------------------------------------------------------------------
+// Signing keys (generated once per test binary)
+
+/// What the test issuer's token endpoint last received: Authorization header and form.
+type TokenRequest = (Option<String>, HashMap<String, String>);
+
+struct TestKey {
+    kid: &'static str,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+fn make_key(kid: &'static str) -> TestKey {
+    let key = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).expect("RSA key");
+    let der = key.to_pkcs1_der().expect("PKCS#1 DER");
+    let jwk = json!({
+        "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+        "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+        "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be()),
+    });
+    TestKey {
+        kid,
+        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+        jwk,
+    }
+}
+
+static KEY_A: LazyLock<TestKey> = LazyLock::new(|| make_key("key-a"));
+static KEY_B: LazyLock<TestKey> = LazyLock::new(|| make_key("key-b"));
+
+// ---------------------------------------------------------------------------------------
+// The test issuer
+
+/// How the next ID token is made.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TokenKind {
+    /// RS256 with the current signing key.
+    Good,
+    /// Signed, then the payload changed (signature no longer matches).
+    Tampered,
+    /// Signed by another key under the current key's `kid`.
+    ForeignKey,
+    /// `alg: none`, empty signature.
+    AlgNone,
+    /// HS256 with the client secret as key (what a confused verifier would accept).
+    Hs256ClientSecret,
+    /// A `kid` the issuer never published.
+    UnknownKid,
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    sub: String,
+    email: Option<String>,
+    email_verified: Value,
+    name: Option<String>,
+    /// Claim overrides applied last; `null` removes the claim.
+    overrides: Vec<(&'static str, Value)>,
+    token: TokenKind,
+    /// The authorization endpoint answers `error=access_denied`.
+    deny: bool,
+    /// The `iss` authorization-response parameter (RFC 9207); `None` sends the issuer.
+    response_iss: Option<String>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            email: Some(format!("g-{id}@example.com")),
+            sub: format!("sub-{id}"),
+            email_verified: json!(true),
+            name: Some("Grace Hopper".into()),
+            overrides: Vec::new(),
+            token: TokenKind::Good,
+            deny: false,
+            response_iss: None,
+        }
+    }
+}
+
+struct Grant {
+    redirect_uri: String,
+    nonce: Option<String>,
+    code_challenge: String,
+    code_challenge_method: String,
+}
+
+struct IssuerInner {
+    base: String,
+    published: Mutex<Vec<&'static TestKey>>,
+    signer: Mutex<&'static TestKey>,
+    scenario: Mutex<Scenario>,
+    codes: Mutex<HashMap<String, Grant>>,
+    discovery_hits: AtomicUsize,
+    jwks_hits: AtomicUsize,
+    token_hits: AtomicUsize,
+    last_token_request: Mutex<Option<TokenRequest>>,
+}
+
+#[derive(Clone)]
+struct Issuer(Arc<IssuerInner>);
+
+impl Issuer {
+    async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let inner = Arc::new(IssuerInner {
+            base,
+            published: Mutex::new(vec![&*KEY_A]),
+            signer: Mutex::new(&*KEY_A),
+            scenario: Mutex::new(Scenario::default()),
+            codes: Mutex::new(HashMap::new()),
+            discovery_hits: AtomicUsize::new(0),
+            jwks_hits: AtomicUsize::new(0),
+            token_hits: AtomicUsize::new(0),
+            last_token_request: Mutex::new(None),
+        });
+        let router = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .route("/jwks", get(jwks))
+            .with_state(inner.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Issuer(inner)
+    }
+
+    fn base(&self) -> &str {
+        &self.0.base
+    }
+
+    fn scenario(&self, f: impl FnOnce(&mut Scenario)) {
+        f(&mut self.0.scenario.lock().unwrap());
+    }
+
+    fn current(&self) -> Scenario {
+        self.0.scenario.lock().unwrap().clone()
+    }
+
+    fn rotate_to(&self, key: &'static TestKey) {
+        *self.0.published.lock().unwrap() = vec![key];
+        *self.0.signer.lock().unwrap() = key;
+    }
+
+    fn hits(&self) -> (usize, usize, usize) {
+        (
+            self.0.discovery_hits.load(Ordering::SeqCst),
+            self.0.jwks_hits.load(Ordering::SeqCst),
+            self.0.token_hits.load(Ordering::SeqCst),
+        )
+    }
+}
+
+type Shared = Arc<IssuerInner>;
+
+async fn discovery(State(s): State<Shared>) -> Json<Value> {
+    s.discovery_hits.fetch_add(1, Ordering::SeqCst);
+    let b = &s.base;
+    Json(json!({
+        "issuer": b,
+        "authorization_endpoint": format!("{b}/authorize"),
+        "token_endpoint": format!("{b}/token"),
+        "jwks_uri": format!("{b}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        // Advertises `none` and HS256 too: latchkey must refuse them anyway.
+        "id_token_signing_alg_values_supported": ["RS256", "HS256", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "email", "profile"],
+    }))
+}
+
+async fn jwks(State(s): State<Shared>) -> Json<Value> {
+    s.jwks_hits.fetch_add(1, Ordering::SeqCst);
+    let keys: Vec<Value> = s
+        .published
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|k| k.jwk.clone())
+        .collect();
+    Json(json!({ "keys": keys }))
+}
+
+fn query_map(q: Option<&str>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(q.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn redirect(to: String) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, to)]).into_response()
+}
+
+async fn authorize(State(s): State<Shared>, RawQuery(q): RawQuery) -> Response {
+    let p = query_map(q.as_deref());
+    if p.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+        return (StatusCode::BAD_REQUEST, "unknown client").into_response();
+    }
+    let redirect_uri = p.get("redirect_uri").cloned().unwrap_or_default();
+    let state = p.get("state").cloned().unwrap_or_default();
+    let sc = s.scenario.lock().unwrap().clone();
+    let mut back = Url::parse(&redirect_uri).expect("redirect_uri is a URL");
+    if sc.deny {
+        back.query_pairs_mut()
+            .append_pair("error", "access_denied")
+            .append_pair("state", &state);
+        return redirect(back.to_string());
+    }
+    let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+    s.codes.lock().unwrap().insert(
+        code.clone(),
+        Grant {
+            redirect_uri,
+            nonce: p.get("nonce").cloned(),
+            code_challenge: p.get("code_challenge").cloned().unwrap_or_default(),
+            code_challenge_method: p.get("code_challenge_method").cloned().unwrap_or_default(),
+        },
+    );
+    let iss = sc.response_iss.unwrap_or_else(|| s.base.clone());
+    back.query_pairs_mut()
+        .append_pair("code", &code)
+        .append_pair("state", &state)
+        .append_pair("iss", &iss);
+    redirect(back.to_string())
+}
+
+fn token_error(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({ "error": error }))).into_response()
+}
+
+async fn token(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    s.token_hits.fetch_add(1, Ordering::SeqCst);
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    *s.last_token_request.lock().unwrap() = Some((auth.clone(), form.clone()));
+    let expected = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+    );
+    if auth.as_deref() != Some(expected.as_str()) {
+        return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("authorization_code") {
+        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type");
+    }
+    // Codes are single use.
+    let Some(grant) = form
+        .get("code")
+        .and_then(|c| s.codes.lock().unwrap().remove(c))
+    else {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    if form.get("redirect_uri") != Some(&grant.redirect_uri) {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+    if grant.code_challenge_method != "S256"
+        || URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes())) != grant.code_challenge
+    {
+        return token_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let sc = s.scenario.lock().unwrap().clone();
+    let signer: &'static TestKey = *s.signer.lock().unwrap();
+    let id_token = make_id_token(&s.base, &sc, grant.nonce.as_deref(), signer);
+    Json(json!({ "access_token": "opaque-access-token", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token })).into_response()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn make_id_token(
+    issuer: &str,
+    sc: &Scenario,
+    nonce: Option<&str>,
+    signer: &'static TestKey,
+) -> String {
+    let t = now();
+    let mut claims = json!({
+        "iss": issuer, "sub": sc.sub, "aud": CLIENT_ID, "azp": CLIENT_ID,
+        "iat": t, "exp": t + 300, "email_verified": sc.email_verified,
+    });
+    if let Some(n) = nonce {
+        claims["nonce"] = json!(n);
+    }
+    if let Some(e) = &sc.email {
+        claims["email"] = json!(e);
+    }
+    if let Some(n) = &sc.name {
+        claims["name"] = json!(n);
+    }
+    let obj = claims.as_object_mut().unwrap();
+    for (k, v) in &sc.overrides {
+        if v.is_null() {
+            obj.remove(*k);
+        } else {
+            obj.insert((*k).to_owned(), v.clone());
+        }
+    }
+    let rs256 = |key: &TestKey, kid: &str| {
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some(kid.to_owned());
+        jsonwebtoken::encode(&h, &claims, &key.encoding).unwrap()
+    };
+    match sc.token {
+        TokenKind::Good => rs256(signer, signer.kid),
+        TokenKind::UnknownKid => rs256(signer, "forged-kid"),
+        TokenKind::ForeignKey => {
+            let other: &TestKey = if signer.kid == KEY_A.kid {
+                &KEY_B
+            } else {
+                &KEY_A
+            };
+            rs256(other, signer.kid)
+        }
+        TokenKind::Tampered => {
+            let good = rs256(signer, signer.kid);
+            let parts: Vec<&str> = good.split('.').collect();
+            let mut payload: Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+            payload["sub"] = json!("someone-else");
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&payload).unwrap()),
+                parts[2]
+            )
+        }
+        TokenKind::AlgNone => {
+            let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+            format!(
+                "{header}.{}.",
+                URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap())
+            )
+        }
+        TokenKind::Hs256ClientSecret => jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(CLIENT_SECRET.as_bytes()),
+        )
+        .unwrap(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// latchkey with Google pointed at an issuer
+
+async fn app_for(issuer: &str) -> TestApp {
+    let issuer = issuer.to_owned();
+    spawn_with_addr(move |cfg, addr| {
+        cfg.public_url = format!("http://{addr}");
+        cfg.public_origin = cfg.public_url.clone();
+        cfg.allowed_origins = vec![cfg.public_url.clone()];
+        cfg.google = Some(GoogleConfig {
+            client_id: CLIENT_ID.into(),
+            client_secret: SecretString::from(CLIENT_SECRET),
+            issuer,
+        });
+    })
+    .await
+}
+
+async fn setup() -> (Issuer, TestApp) {
+    let issuer = Issuer::start().await;
+    let app = app_for(issuer.base()).await;
+    (issuer, app)
+}
+
+fn location(res: &reqwest::Response) -> String {
+    res.headers()
+        .get(header::LOCATION)
+        .expect("a Location header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The OAuth state cookie value the response set.
+fn state_cookie(res: &reqwest::Response) -> String {
+    set_cookies(res.headers())
+        .into_iter()
+        .find(|(n, v, cleared)| n == "oauth_state" && !v.is_empty() && !cleared)
+        .map(|(_, v, _)| v)
+        .expect("the OAuth state cookie is set")
+}
+
+struct Started {
+    authorize: Url,
+    params: HashMap<String, String>,
+    cookie: String,
+}
+
+/// `GET /api/v1/auth/google/login?{query}` (query sent as written).
+async fn start(app: &TestApp, query: &str) -> Started {
+    let path = if query.is_empty() {
+        "/api/v1/auth/google/login".to_owned()
+    } else {
+        format!("/api/v1/auth/google/login?{query}")
+    };
+    let res = app.http.get(app.url(&path)).send().await.unwrap();
+    assert_eq!(res.status(), 302, "login starts with a redirect");
+    let authorize = Url::parse(&location(&res)).expect("an absolute authorization URL");
+    let params = authorize.query_pairs().into_owned().collect();
+    let cookie = state_cookie(&res);
+    Started {
+        authorize,
+        params,
+        cookie,
+    }
+}
+
+/// Plays the provider's part: the authorization endpoint's redirect back to latchkey.
+async fn authorize_at(app: &TestApp, started: &Started) -> Url {
+    let res = app
+        .http
+        .get(started.authorize.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "the test issuer redirects back");
+    Url::parse(&location(&res)).unwrap()
+}
+
+async fn callback(app: &TestApp, url: &Url, cookie: Option<&str>) -> reqwest::Response {
+    let mut req = app.http.get(url.clone());
+    if let Some(c) = cookie {
+        req = req.header(header::COOKIE, format!("oauth_state={c}"));
+    }
+    req.send().await.unwrap()
+}
+
+/// A whole sign-in: start (with `query`), the provider's redirect, the callback.
+async fn sign_in(app: &TestApp, query: &str) -> reqwest::Response {
+    let started = start(app, query).await;
+    let back = authorize_at(app, &started).await;
+    callback(app, &back, Some(&started.cookie)).await
+}
+
+fn assert_no_auth_cookies(res: &reqwest::Response) {
+    for line in set_cookie_lines(res.headers()) {
+        assert!(
+            !line.contains("access_token") && !line.contains("refresh_token"),
+            "no auth cookie may be set or cleared: {line}"
+        );
+    }
+}
+
+fn assert_state_cleared(res: &reqwest::Response) {
+    let lines = set_cookie_lines(res.headers());
+    assert!(
+        lines.iter().any(|l| l.starts_with("oauth_state=;")
+            && l.contains("Max-Age=0")
+            && l.contains("Path=/api/v1/auth/google")),
+        "state cookie cleared: {lines:?}"
+    );
+}
+
+/// Ends on `/login?error=CODE`, with no auth cookies, the state cookie cleared, no-store.
+fn assert_failed(res: &reqwest::Response, code: &str) {
+    assert_eq!(res.status(), 302, "failure is a redirect ({code})");
+    assert_eq!(location(res), format!("/login?error={code}"));
+    assert_no_auth_cookies(res);
+    assert_state_cleared(res);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+}
+
+/// Signed in: redirected to `next`, both auth cookies set, state cookie cleared.
+fn assert_signed_in(res: &reqwest::Response, next: &str) -> Jar {
+    assert_eq!(res.status(), 302);
+    assert_eq!(location(res), next, "redirected to next");
+    assert_state_cleared(res);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+    let mut jar = Jar::default();
+    jar.update(res.headers());
+    assert!(
+        jar.access.is_some() && jar.refresh.is_some(),
+        "auth cookies set: {:?}",
+        set_cookie_lines(res.headers())
+    );
+    jar
+}
+
+async fn me(app: &TestApp, jar: &Jar) -> Value {
+    let res = app.get("/api/v1/me", jar).await;
+    assert_eq!(res.status(), 200);
+    res.json().await.unwrap()
+}
+
+async fn user_count(app: &TestApp) -> usize {
+    app.state.store().list_users().await.unwrap().len()
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration and the authorization request
+
+#[tokio::test]
+async fn google_off_answers_404_provider_not_configured() {
+    let app = common::spawn().await;
+    for path in [
+        "/api/v1/auth/google/login?next=/account",
+        "/api/v1/auth/google/callback?code=x&state=y",
+    ] {
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        common::assert_problem(res, 404, "provider_not_configured").await;
+    }
+}
+
+#[tokio::test]
+async fn openapi_documents_both_routes() {
+    let app = common::spawn().await;
+    let doc: Value = app
+        .http
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in ["/api/v1/auth/google/login", "/api/v1/auth/google/callback"] {
+        assert!(
+            doc["paths"][p]["get"]["responses"]["302"].is_object(),
+            "{p} documented with its 302"
+        );
+    }
+}
+
+#[tokio::test]
+async fn authorization_redirect_carries_every_parameter() {
+    let (issuer, app) = setup().await;
+    let res = app
+        .http
+        .get(app.url("/api/v1/auth/google/login?next=%2Faccount"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
+
+    let url = Url::parse(&location(&res)).unwrap();
+    assert_eq!(
+        format!("{}{}", url.origin().ascii_serialization(), url.path()),
+        format!("{}/authorize", issuer.base()),
+        "the discovered authorization endpoint"
+    );
+    let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+    let p: HashMap<String, String> = pairs.iter().cloned().collect();
+    assert_eq!(p.len(), pairs.len(), "no parameter is repeated: {pairs:?}");
+    assert_eq!(p["response_type"], "code");
+    assert_eq!(p["scope"], "openid email profile");
+    assert_eq!(p["client_id"], CLIENT_ID);
+    assert_eq!(
+        p["redirect_uri"],
+        format!("{}{CALLBACK}", app.base),
+        "exact redirect_uri = PUBLIC_URL + callback"
+    );
+    assert_eq!(p["code_challenge_method"], "S256");
+    let b64url = |s: &str| {
+        s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    assert!(
+        p["code_challenge"].len() == 43 && b64url(&p["code_challenge"]),
+        "S256 challenge: base64url of 32 bytes"
+    );
+    assert!(
+        p["state"].len() >= 22 && b64url(&p["state"]),
+        "state: at least 128 random bits"
+    );
+    assert!(
+        p["nonce"].len() >= 22 && b64url(&p["nonce"]),
+        "nonce: at least 128 random bits"
+    );
+    assert_ne!(p["state"], p["nonce"]);
+    let expected: std::collections::BTreeSet<&str> = [
+        "response_type",
+        "scope",
+        "client_id",
+        "redirect_uri",
+        "code_challenge",
+        "code_challenge_method",
+        "state",
+        "nonce",
+    ]
+    .into();
+    assert_eq!(
+        p.keys()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "nothing else is sent"
+    );
+
+    // The state cookie: SPEC 3's attributes; sealed, so nothing of the attempt shows.
+    let lines = set_cookie_lines(res.headers());
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let mut attrs: Vec<&str> = lines[0].split("; ").skip(1).collect();
+    attrs.sort();
+    assert_eq!(
+        attrs,
+        [
+            "HttpOnly",
+            "Max-Age=600",
+            "Path=/api/v1/auth/google",
+            "SameSite=Lax"
+        ]
+    );
+    let cookie = state_cookie(&res);
+    for secret in [&p["state"], &p["nonce"], &p["code_challenge"]] {
+        assert!(!cookie.contains(secret.as_str()));
+    }
+    let decoded =
+        String::from_utf8_lossy(&URL_SAFE_NO_PAD.decode(&cookie).expect("base64url cookie"))
+            .into_owned();
+    assert!(
+        !decoded.contains("/account") && !decoded.contains(p["state"].as_str()),
+        "the cookie is encrypted"
+    );
+
+    // Fresh values per attempt.
+    let again = start(&app, "").await;
+    for k in ["state", "nonce", "code_challenge"] {
+        assert_ne!(again.params[k], p[k], "{k} is fresh per attempt");
+    }
+    assert_ne!(again.cookie, cookie);
+}
+
+#[tokio::test]
+async fn unreachable_provider_fails_cleanly_and_does_not_block_start() {
+    // Nothing listens there: start-up must not care, sign-in must fail with oauth_failed.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = app_for(&dead).await;
+    let res = app
+        .http
+        .get(app.url("/api/v1/auth/google/login?next=/account"))
+        .send()
+        .await
+        .unwrap();
+    assert_failed(&res, "oauth_failed");
+    // Password sign-in is unaffected.
+    app.signup(&common::unique_email("pw")).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Success paths (test issuer)
+
+#[tokio::test]
+async fn first_sign_in_creates_a_user_and_issues_working_cookies() {
+    let (issuer, app) = setup().await;
+    let sc = issuer.current();
+    let res = sign_in(&app, "next=%2Faccount%3Ftab%3Dsessions").await;
+    let mut jar = assert_signed_in(&res, "/account?tab=sessions");
+
+    let user = me(&app, &jar).await;
+    assert_eq!(user["email"], sc.email.clone().unwrap());
+    assert_eq!(user["email_verified"], true);
+    assert_eq!(user["name"], "Grace Hopper");
+    assert_eq!(user["providers"], json!(["google"]));
+
+    // The code exchange: HTTP Basic client authentication, the PKCE verifier, the exact
+    // redirect_uri (the issuer refuses otherwise; checked here too).
+    let (auth, form) = issuer.0.last_token_request.lock().unwrap().clone().unwrap();
+    assert!(auth.unwrap().starts_with("Basic "));
+    assert_eq!(form["redirect_uri"], format!("{}{CALLBACK}", app.base));
+    assert!(form["code_verifier"].len() >= 43);
+    assert!(
+        !form.contains_key("client_secret"),
+        "the secret travels in the Authorization header only"
+    );
+
+    // The cookies are the same as a password login's: refresh works.
+    let (status, _) = app.refresh(&mut jar).await;
+    assert_eq!(status, 200);
+    assert_eq!(me(&app, &jar).await["id"], user["id"]);
+
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("latchkey_logins_total{method=\"google\"}")),
+        "google logins counted"
+    );
+
+    // Discovery and JWKS were fetched once, for both requests.
+    let again = sign_in(&app, "").await;
+    assert_signed_in(&again, "/");
+    let (discovery, jwks, _) = issuer.hits();
+    assert_eq!(
+        (discovery, jwks),
+        (1, 1),
+        "discovery document and keys are cached"
+    );
+}
+
+#[tokio::test]
+async fn users_are_keyed_on_subject_not_email() {
+    let (issuer, app) = setup().await;
+    let first = me(&app, &assert_signed_in(&sign_in(&app, "").await, "/")).await;
+    // Same Google account, new email address: same user.
+    issuer.scenario(|s| s.email = Some(common::unique_email("renamed")));
+    let second = me(&app, &assert_signed_in(&sign_in(&app, "").await, "/")).await;
+    assert_eq!(first["id"], second["id"]);
+    // Another Google account: another user.
+    issuer.scenario(|s| *s = Scenario::default());
+    let third = me(&app, &assert_signed_in(&sign_in(&app, "").await, "/")).await;
+    assert_ne!(first["id"], third["id"]);
+    assert_eq!(user_count(&app).await, 2);
+}
+
+#[tokio::test]
+async fn verified_google_email_links_the_existing_password_account() {
+    let (issuer, app) = setup().await;
+    let email = common::unique_email("linked");
+    let pw_jar = app.signup(&email).await;
+    let before = me(&app, &pw_jar).await;
+    assert_eq!(before["providers"], json!(["password"]));
+
+    // Google's address in another case and with spaces canonicalises to the same email.
+    issuer.scenario(|s| s.email = Some(format!("  {}  ", email.to_uppercase())));
+    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
+    let after = me(&app, &jar).await;
+    assert_eq!(after["id"], before["id"], "same account");
+    let mut providers: Vec<String> = serde_json::from_value(after["providers"].clone()).unwrap();
+    providers.sort();
+    assert_eq!(providers, ["google", "password"]);
+    assert_eq!(
+        after["email_verified"], true,
+        "Google vouched for the address"
+    );
+    assert_eq!(user_count(&app).await, 1);
+    // The password still works.
+    app.login(&email).await;
+}
+
+#[tokio::test]
+async fn unverified_google_email_matching_an_account_is_refused() {
+    let (issuer, app) = setup().await;
+    let email = common::unique_email("victim");
+    let pw_jar = app.signup(&email).await;
+    issuer.scenario(|s| {
+        s.email = Some(email.clone());
+        s.email_verified = json!(false);
+    });
+    assert_failed(&sign_in(&app, "").await, "email_not_verified");
+    assert_eq!(
+        me(&app, &pw_jar).await["providers"],
+        json!(["password"]),
+        "nothing linked"
+    );
+    assert_eq!(user_count(&app).await, 1);
+    // Once Google says it is verified, the same Google account links.
+    issuer.scenario(|s| s.email_verified = json!(true));
+    assert_signed_in(&sign_in(&app, "").await, "/");
+}
+
+#[tokio::test]
+async fn unverified_google_email_without_an_account_creates_an_unverified_user() {
+    let (issuer, app) = setup().await;
+    issuer.scenario(|s| s.email_verified = json!(false));
+    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
+    let user = me(&app, &jar).await;
+    assert_eq!(user["email_verified"], false);
+    assert_eq!(user["providers"], json!(["google"]));
+}
+
+#[tokio::test]
+async fn string_email_verified_is_understood() {
+    // Some Google tokens have carried "true" as a string.
+    let (issuer, app) = setup().await;
+    issuer.scenario(|s| s.email_verified = json!("true"));
+    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
+    assert_eq!(me(&app, &jar).await["email_verified"], true);
+}
+
+#[tokio::test]
+async fn disabled_user_cannot_sign_in_with_google() {
+    let (_issuer, app) = setup().await;
+    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
+    let id: latchkey::domain::UserId = me(&app, &jar).await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        app.state
+            .store()
+            .set_user_disabled(id, Some(1))
+            .await
+            .unwrap()
+    );
+    assert_failed(&sign_in(&app, "").await, "oauth_failed");
+}
+
+#[tokio::test]
+async fn new_signing_key_is_fetched_once_and_forged_kids_are_rate_limited() {
+    let (issuer, app) = setup().await;
+    assert_signed_in(&sign_in(&app, "").await, "/");
+    assert_eq!(issuer.hits().1, 1);
+    // The provider rotates its key: the unknown kid triggers one JWKS refetch.
+    issuer.rotate_to(&KEY_B);
+    assert_signed_in(&sign_in(&app, "").await, "/");
+    assert_eq!(issuer.hits().1, 2, "refetched for the new kid");
+    // A forged kid right after: refused without hitting the provider again.
+    issuer.scenario(|s| s.token = TokenKind::UnknownKid);
+    for _ in 0..3 {
+        assert_failed(&sign_in(&app, "").await, "oauth_failed");
+    }
+    assert_eq!(issuer.hits().1, 2, "JWKS refetch is rate-limited");
+    // The known key keeps working.
+    issuer.scenario(|s| s.token = TokenKind::Good);
+    assert_signed_in(&sign_in(&app, "").await, "/");
+}
+
+// ---------------------------------------------------------------------------------------
+// ID tokens that must be refused
+
+async fn assert_token_refused(tweak: impl FnOnce(&mut Scenario)) {
+    let (issuer, app) = setup().await;
+    issuer.scenario(tweak);
+    let res = sign_in(&app, "next=%2Faccount").await;
+    assert_failed(&res, "oauth_failed");
+    assert_eq!(user_count(&app).await, 0, "nothing of the token was used");
+    assert_eq!(issuer.hits().2, 1, "the code was exchanged once");
+}
+
+#[tokio::test]
+async fn wrong_audience_is_refused() {
+    assert_token_refused(|s| s.overrides.push(("aud", json!("another-client")))).await;
+}
+
+#[tokio::test]
+async fn untrusted_extra_audience_is_refused() {
+    assert_token_refused(|s| {
+        s.overrides
+            .push(("aud", json!([CLIENT_ID, "another-client"])))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn several_audiences_without_azp_are_refused() {
+    assert_token_refused(|s| {
+        s.overrides
+            .push(("aud", json!([CLIENT_ID, "another-client"])));
+        s.overrides.push(("azp", Value::Null));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn foreign_azp_is_refused() {
+    assert_token_refused(|s| s.overrides.push(("azp", json!("another-client")))).await;
+}
+
+#[tokio::test]
+async fn wrong_issuer_is_refused() {
+    assert_token_refused(|s| s.overrides.push(("iss", json!("https://evil.example")))).await;
+}
+
+#[tokio::test]
+async fn googles_bare_issuer_spelling_is_refused_for_other_issuers() {
+    assert_token_refused(|s| s.overrides.push(("iss", json!("accounts.google.com")))).await;
+}
+
+#[tokio::test]
+async fn expired_token_is_refused() {
+    assert_token_refused(|s| {
+        s.overrides.push(("exp", json!(now() - 5)));
+        s.overrides.push(("iat", json!(now() - 305)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn token_issued_in_the_future_is_refused() {
+    assert_token_refused(|s| s.overrides.push(("iat", json!(now() + 3600)))).await;
+}
+
+#[tokio::test]
+async fn token_issued_long_ago_is_refused() {
+    assert_token_refused(|s| {
+        s.overrides.push(("iat", json!(now() - 86_400)));
+        s.overrides.push(("exp", json!(now() + 300)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn wrong_nonce_is_refused() {
+    assert_token_refused(|s| s.overrides.push(("nonce", json!("not-the-nonce-we-sent")))).await;
+}
+
+#[tokio::test]
+async fn missing_nonce_is_refused() {
+    assert_token_refused(|s| s.overrides.push(("nonce", Value::Null))).await;
+}
+
+#[tokio::test]
+async fn tampered_payload_is_refused() {
+    assert_token_refused(|s| s.token = TokenKind::Tampered).await;
+}
+
+#[tokio::test]
+async fn signature_by_another_key_is_refused() {
+    assert_token_refused(|s| s.token = TokenKind::ForeignKey).await;
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    assert_token_refused(|s| s.token = TokenKind::AlgNone).await;
+}
+
+#[tokio::test]
+async fn hs256_signed_with_the_client_secret_is_refused() {
+    assert_token_refused(|s| s.token = TokenKind::Hs256ClientSecret).await;
+}
+
+#[tokio::test]
+async fn token_without_email_is_refused() {
+    assert_token_refused(|s| s.email = None).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// State, replay, provider errors
+
+#[tokio::test]
+async fn state_mismatch_is_refused() {
+    let (issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let mut back = authorize_at(&app, &started).await;
+    let pairs: Vec<(String, String)> = back
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "state" {
+                (k, format!("{v}x"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    back.query_pairs_mut().clear().extend_pairs(pairs);
+    assert_failed(
+        &callback(&app, &back, Some(&started.cookie)).await,
+        "oauth_state_mismatch",
+    );
+    assert_eq!(
+        issuer.hits().2,
+        0,
+        "no code exchange without a matching state"
+    );
+}
+
+#[tokio::test]
+async fn missing_state_cookie_is_refused() {
+    let (issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let back = authorize_at(&app, &started).await;
+    assert_failed(&callback(&app, &back, None).await, "oauth_state_mismatch");
+    assert_failed(
+        &callback(&app, &back, Some("")).await,
+        "oauth_state_mismatch",
+    );
+    assert_eq!(issuer.hits().2, 0);
+}
+
+#[tokio::test]
+async fn missing_state_parameter_is_refused() {
+    let (_issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let back = authorize_at(&app, &started).await;
+    let code = back
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let url = Url::parse(&app.url(&format!("{CALLBACK}?code={code}"))).unwrap();
+    assert_failed(
+        &callback(&app, &url, Some(&started.cookie)).await,
+        "oauth_state_mismatch",
+    );
+}
+
+#[tokio::test]
+async fn forged_or_tampered_state_cookie_is_refused() {
+    let (_issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let back = authorize_at(&app, &started).await;
+    let mut raw = URL_SAFE_NO_PAD.decode(&started.cookie).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    assert_failed(
+        &callback(&app, &back, Some(&URL_SAFE_NO_PAD.encode(&raw))).await,
+        "oauth_state_mismatch",
+    );
+    // A cookie in clear text with the right state is not ours either.
+    let state = back
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let forged = URL_SAFE_NO_PAD
+        .encode(json!({"s": state, "n": "x", "v": "y", "r": "/", "e": i64::MAX}).to_string());
+    assert_failed(
+        &callback(&app, &back, Some(&forged)).await,
+        "oauth_state_mismatch",
+    );
+    // The genuine cookie still works afterwards: failures did not consume it.
+    assert_signed_in(&callback(&app, &back, Some(&started.cookie)).await, "/");
+}
+
+#[tokio::test]
+async fn state_cookie_of_another_attempt_is_refused() {
+    let (_issuer, app) = setup().await;
+    let first = start(&app, "").await;
+    let second = start(&app, "").await;
+    let back = authorize_at(&app, &second).await;
+    assert_failed(
+        &callback(&app, &back, Some(&first.cookie)).await,
+        "oauth_state_mismatch",
+    );
+}
+
+#[tokio::test]
+async fn state_cookie_from_another_latchkey_is_refused() {
+    // Another deployment (another key) cannot mint state cookies for this one.
+    let (issuer, app) = setup().await;
+    let other = app_for(issuer.base()).await;
+    let foreign = start(&other, "").await;
+    let back = authorize_at(&other, &foreign).await;
+    let mut to_app = back.clone();
+    to_app.set_port(Some(app.addr.port())).unwrap();
+    assert_failed(
+        &callback(&app, &to_app, Some(&foreign.cookie)).await,
+        "oauth_state_mismatch",
+    );
+}
+
+#[tokio::test]
+async fn replayed_callback_is_refused() {
+    let (issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let back = authorize_at(&app, &started).await;
+    assert_signed_in(&callback(&app, &back, Some(&started.cookie)).await, "/");
+    // Same URL, same (still unexpired) state cookie: refused before any code exchange.
+    let replay = callback(&app, &back, Some(&started.cookie)).await;
+    assert_failed(&replay, "oauth_state_mismatch");
+    assert_eq!(
+        issuer.hits().2,
+        1,
+        "the replay did not reach the token endpoint"
+    );
+}
+
+#[tokio::test]
+async fn state_is_consumed_even_when_the_attempt_fails() {
+    let (issuer, app) = setup().await;
+    issuer.scenario(|s| s.token = TokenKind::Tampered);
+    let started = start(&app, "").await;
+    let back = authorize_at(&app, &started).await;
+    assert_failed(
+        &callback(&app, &back, Some(&started.cookie)).await,
+        "oauth_failed",
+    );
+    issuer.scenario(|s| s.token = TokenKind::Good);
+    assert_failed(
+        &callback(&app, &back, Some(&started.cookie)).await,
+        "oauth_state_mismatch",
+    );
+}
+
+#[tokio::test]
+async fn provider_error_is_oauth_denied() {
+    let (issuer, app) = setup().await;
+    issuer.scenario(|s| s.deny = true);
+    let res = sign_in(&app, "next=%2Faccount").await;
+    assert_failed(&res, "oauth_denied");
+    assert_eq!(issuer.hits().2, 0);
+}
+
+#[tokio::test]
+async fn provider_error_without_our_state_is_a_state_mismatch() {
+    // A forged error redirect (no state cookie) is not reported as the user's decision.
+    let (_issuer, app) = setup().await;
+    let url =
+        Url::parse(&app.url(&format!("{CALLBACK}?error=access_denied&state=whatever"))).unwrap();
+    assert_failed(&callback(&app, &url, None).await, "oauth_state_mismatch");
+}
+
+#[tokio::test]
+async fn authorization_response_from_another_issuer_is_refused() {
+    // RFC 9207 mix-up defence: the `iss` parameter, when present, must name our issuer.
+    let (issuer, app) = setup().await;
+    issuer.scenario(|s| s.response_iss = Some("https://evil.example".into()));
+    assert_failed(&sign_in(&app, "").await, "oauth_failed");
+    assert_eq!(issuer.hits().2, 0);
+}
+
+#[tokio::test]
+async fn callback_without_code_fails() {
+    let (_issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let state = &started.params["state"];
+    let url = Url::parse(&app.url(&format!("{CALLBACK}?state={state}"))).unwrap();
+    assert_failed(
+        &callback(&app, &url, Some(&started.cookie)).await,
+        "oauth_failed",
+    );
+}
+
+#[tokio::test]
+async fn rejected_code_at_the_token_endpoint_fails() {
+    let (_issuer, app) = setup().await;
+    let started = start(&app, "").await;
+    let back = authorize_at(&app, &started).await;
+    let pairs: Vec<(String, String)> = back
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "code" {
+                (k, "code-unknown".into())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut wrong = back.clone();
+    wrong.query_pairs_mut().clear().extend_pairs(pairs);
+    assert_failed(
+        &callback(&app, &wrong, Some(&started.cookie)).await,
+        "oauth_failed",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// next
+
+#[tokio::test]
+async fn open_redirect_attempts_end_at_root() {
+    let (_issuer, app) = setup().await;
+    let attempts = [
+        "https://evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "%2f%2fevil.example",
+        "/%2F/evil.example",
+        "/%252F%252Fevil.example",
+        "javascript:alert(1)",
+        "http:/evil.example",
+        "\\\\evil.example",
+        "/..//evil.example",
+        "/a\r\nSet-Cookie: x=1",
+        "",
+    ];
+    for attempt in attempts {
+        // As the server sees it (form-encoded once on the wire)…
+        let encoded: String = url::form_urlencoded::byte_serialize(attempt.as_bytes()).collect();
+        assert_signed_in(&sign_in(&app, &format!("next={encoded}")).await, "/");
+        // …and written into the query as is (where a URL allows it).
+        if !attempt.contains(['\r', '\n']) {
+            assert_signed_in(&sign_in(&app, &format!("next={attempt}")).await, "/");
+        }
+    }
+    // Repeated next: ambiguous, so `/`.
+    assert_signed_in(&sign_in(&app, "next=%2Fa&next=%2Fb").await, "/");
+    // No next at all.
+    assert_signed_in(&sign_in(&app, "").await, "/");
+}
+
+#[tokio::test]
+async fn same_origin_next_is_honoured() {
+    let (_issuer, app) = setup().await;
+    for (sent, expected) in [
+        ("%2Faccount", "/account"),
+        ("%2Fa%2Fb%3Fx%3D1%23frag", "/a/b?x=1#frag"),
+        ("%2Fcaf%C3%A9", "/caf%C3%A9"),
+    ] {
+        assert_signed_in(&sign_in(&app, &format!("next={sent}")).await, expected);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end against a real OpenID Provider (npm `oidc-provider`)
+
+fn oidc_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc")
+}
+
+/// `npm ci` in tests/oidc when its node_modules is missing (once per test binary).
+fn ensure_oidc_provider_installed() {
+    static DONE: Mutex<bool> = Mutex::new(false);
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if *done {
+        return;
+    }
+    let dir = oidc_dir();
+    if !dir.join("node_modules/oidc-provider/package.json").exists() {
+        let out = std::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("npm is required for the real-OpenID-Provider tests (install Node.js and npm): {e}"));
+        assert!(
+            out.status.success(),
+            "npm ci in {} failed:\n{}\n{}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    *done = true;
+}
+
+/// A running `oidc-provider`; killed when dropped.
+struct RealProvider {
+    issuer: String,
+    _child: tokio::process::Child,
+}
+
+async fn start_real_provider(redirect_uri: &str) -> RealProvider {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    ensure_oidc_provider_installed();
+    let mut child = tokio::process::Command::new("node")
+        .arg("server.mjs")
+        .current_dir(oidc_dir())
+        .env("CLIENT_ID", CLIENT_ID)
+        .env("CLIENT_SECRET", CLIENT_SECRET)
+        .env("REDIRECT_URI", redirect_uri)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("node is required for the real-OpenID-Provider tests (install Node.js): {e}")
+        });
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Drain stderr (oidc-provider's warnings) so the child never blocks on a full pipe.
+    let errors = Arc::new(Mutex::new(String::new()));
+    let sink = errors.clone();
+    tokio::spawn(async move {
+        let mut buf = String::new();
+        let _ = stderr.read_to_string(&mut buf).await;
+        sink.lock().unwrap().push_str(&buf);
+    });
+    let mut stdout = BufReader::new(stdout);
+    let mut line = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), stdout.read_line(&mut line)).await;
+    if !matches!(read, Ok(Ok(n)) if n > 0) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        panic!(
+            "oidc-provider did not start: {read:?}\nstderr:\n{}",
+            errors.lock().unwrap()
+        );
+    }
+    // Keep reading its stdout too: a closed pipe would kill it at its next write.
+    let sink = errors.clone();
+    tokio::spawn(async move {
+        let mut rest = String::new();
+        let _ = stdout.read_to_string(&mut rest).await;
+        sink.lock().unwrap().push_str(&rest);
+    });
+    let v: Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("unexpected first line {line:?}: {e}"));
+    RealProvider {
+        issuer: v["issuer"].as_str().unwrap().to_owned(),
+        _child: child,
+    }
+}
+
+/// A browser: one cookie jar for the provider and latchkey (both on 127.0.0.1), no
+/// automatic redirects so that every hop is seen.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!(" {name}=\"");
+    let start = tag.find(&key)? + key.len();
+    let len = tag[start..].find('"')?;
+    Some(&tag[start..start + len])
+}
+
+/// The first form of a page: its action and its inputs' names and values.
+fn parse_form(html: &str) -> Option<(String, Vec<(String, String)>)> {
+    let form_start = html.find("<form")?;
+    let form_end = html[form_start..].find("</form>").map(|i| form_start + i)?;
+    let form = &html[form_start..form_end];
+    let action = attr(&form[..form.find('>')?], "action")?.replace("&amp;", "&");
+    let mut inputs = Vec::new();
+    let mut rest = form;
+    while let Some(i) = rest.find("<input") {
+        let tag_end = rest[i..].find('>').map(|j| i + j)?;
+        let tag = &rest[i..tag_end];
+        if let Some(name) = attr(tag, "name") {
+            inputs.push((
+                name.to_owned(),
+                attr(tag, "value").unwrap_or_default().to_owned(),
+            ));
+        }
+        rest = &rest[tag_end..];
+    }
+    Some((action, inputs))
+}
+
+enum Choice {
+    /// Log in as this account and consent.
+    Approve(String),
+    /// Press "Cancel" at the provider.
+    Cancel,
+}
+
+/// Drives the provider's pages from `start` until it redirects to latchkey's callback;
+/// returns the callback's response (after following it in the browser).
+async fn through_provider(
+    b: &reqwest::Client,
+    app: &TestApp,
+    start: Url,
+    choice: &Choice,
+) -> reqwest::Response {
+    let mut next = start;
+    let mut post: Option<Vec<(String, String)>> = None;
+    for _ in 0..20 {
+        let res = match post.take() {
+            Some(form) => b.post(next.clone()).form(&form).send().await.unwrap(),
+            None => b.get(next.clone()).send().await.unwrap(),
+        };
+        if res.status().is_redirection() {
+            let to = next.join(&location(&res)).unwrap();
+            if to.as_str().starts_with(&app.url(CALLBACK)) {
+                return b.get(to).send().await.unwrap();
+            }
+            next = to;
+            continue;
+        }
+        let status = res.status();
+        let html = res.text().await.unwrap();
+        assert_eq!(status, 200, "provider page at {next}: {html}");
+        if let Choice::Cancel = choice {
+            let i = html.find("[ Cancel ]").expect("a Cancel link");
+            let href_start = html[..i].rfind("href=\"").unwrap() + 6;
+            let href = &html[href_start..href_start + html[href_start..].find('"').unwrap()];
+            next = next.join(&href.replace("&amp;", "&")).unwrap();
+            continue;
+        }
+        let (action, mut inputs) =
+            parse_form(&html).unwrap_or_else(|| panic!("a form at {next}: {html}"));
+        if let Choice::Approve(login) = choice {
+            for (name, value) in inputs.iter_mut() {
+                match name.as_str() {
+                    "login" => *value = login.clone(),
+                    "password" => *value = "any password".into(),
+                    _ => {}
+                }
+            }
+        }
+        next = next.join(&action).unwrap();
+        post = Some(inputs);
+    }
+    panic!("the provider never redirected back to latchkey");
+}
+
+async fn real_setup() -> (TestApp, RealProvider) {
+    // The app's address must be known before the provider registers its redirect URI, and
+    // the provider's before the app is configured: bind the app's listener first.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let provider = start_real_provider(&format!("http://{addr}{CALLBACK}")).await;
+    let issuer = provider.issuer.clone();
+    let app = common::spawn_on(listener, move |cfg, addr| {
+        cfg.public_url = format!("http://{addr}");
+        cfg.public_origin = cfg.public_url.clone();
+        cfg.allowed_origins = vec![cfg.public_url.clone()];
+        cfg.google = Some(GoogleConfig {
+            client_id: CLIENT_ID.into(),
+            client_secret: SecretString::from(CLIENT_SECRET),
+            issuer,
+        });
+    })
+    .await;
+    (app, provider)
+}
+
+#[tokio::test]
+async fn end_to_end_with_a_real_openid_provider() {
+    let (app, provider) = real_setup().await;
+    let b = browser();
+    let login = format!("ada-{}", uuid::Uuid::new_v4().simple());
+
+    let res = b
+        .get(app.url("/api/v1/auth/google/login?next=%2Faccount"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let authorize = Url::parse(&location(&res)).unwrap();
+    assert!(
+        authorize.as_str().starts_with(&provider.issuer),
+        "to the real provider: {authorize}"
+    );
+
+    let done = through_provider(&b, &app, authorize, &Choice::Approve(login.clone())).await;
+    let jar = assert_signed_in(&done, "/account");
+
+    // The browser's cookie jar now holds latchkey's cookies: /me works with them alone.
+    let me_res = b.get(app.url("/api/v1/me")).send().await.unwrap();
+    assert_eq!(me_res.status(), 200);
+    let user: Value = me_res.json().await.unwrap();
+    assert_eq!(user["email"], format!("{login}@example.com"));
+    assert_eq!(user["email_verified"], true);
+    assert_eq!(user["name"], format!("Test {login}"));
+    assert_eq!(user["providers"], json!(["google"]));
+    assert_eq!(me(&app, &jar).await["id"], user["id"]);
+    let refreshed = b
+        .post(app.url("/api/v1/auth/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200, "the refresh cookie works too");
+
+    // The identity is keyed on the provider's issuer and subject.
+    let id: latchkey::domain::UserId = user["id"].as_str().unwrap().parse().unwrap();
+    let by_identity = app
+        .state
+        .store()
+        .user_by_identity(&provider.issuer, &login)
+        .await
+        .unwrap()
+        .expect("identity stored");
+    assert_eq!(by_identity.id, id);
+
+    // Signing in again (the provider remembers the session and the consent) finds the same user.
+    let b2 = b
+        .get(app.url("/api/v1/auth/google/login"))
+        .send()
+        .await
+        .unwrap();
+    let done2 = through_provider(
+        &b,
+        &app,
+        Url::parse(&location(&b2)).unwrap(),
+        &Choice::Approve(login.clone()),
+    )
+    .await;
+    let jar2 = assert_signed_in(&done2, "/");
+    assert_eq!(me(&app, &jar2).await["id"], user["id"]);
+    assert_eq!(user_count(&app).await, 1);
+}
+
+#[tokio::test]
+async fn real_provider_links_a_verified_email_and_refuses_an_unverified_one() {
+    let (app, _provider) = real_setup().await;
+    // Password accounts for <login>@example.com; the provider says verified unless the
+    // login starts with `unverified-`.
+    let verified = format!("bob-{}", uuid::Uuid::new_v4().simple());
+    let unverified = format!("unverified-{}", uuid::Uuid::new_v4().simple());
+    app.signup(&format!("{verified}@example.com")).await;
+    app.signup(&format!("{unverified}@example.com")).await;
+
+    let b = browser();
+    let res = b
+        .get(app.url("/api/v1/auth/google/login"))
+        .send()
+        .await
+        .unwrap();
+    let done = through_provider(
+        &b,
+        &app,
+        Url::parse(&location(&res)).unwrap(),
+        &Choice::Approve(verified.clone()),
+    )
+    .await;
+    let jar = assert_signed_in(&done, "/");
+    let mut providers: Vec<String> =
+        serde_json::from_value(me(&app, &jar).await["providers"].clone()).unwrap();
+    providers.sort();
+    assert_eq!(providers, ["google", "password"]);
+
+    let b = browser();
+    let res = b
+        .get(app.url("/api/v1/auth/google/login"))
+        .send()
+        .await
+        .unwrap();
+    let done = through_provider(
+        &b,
+        &app,
+        Url::parse(&location(&res)).unwrap(),
+        &Choice::Approve(unverified),
+    )
+    .await;
+    assert_failed(&done, "email_not_verified");
+}
+
+#[tokio::test]
+async fn real_provider_cancel_is_oauth_denied() {
+    let (app, _provider) = real_setup().await;
+    let b = browser();
+    let res = b
+        .get(app.url("/api/v1/auth/google/login?next=%2Faccount"))
+        .send()
+        .await
+        .unwrap();
+    let done = through_provider(
+        &b,
+        &app,
+        Url::parse(&location(&res)).unwrap(),
+        &Choice::Cancel,
+    )
+    .await;
+    assert_failed(&done, "oauth_denied");
+    assert_eq!(user_count(&app).await, 0);
+}
