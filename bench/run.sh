@@ -9,6 +9,7 @@ if ! command -v wrk >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq wrk) >/dev/null
 fi
 echo "building (release)…"
-cargo build --release -p latchkey-server -p latchkey --example argon2_capacity >/dev/null 2>&1 || cargo build --release -p latchkey-server -p latchkey --example argon2_capacity
+cargo build --release -p latchkey-server --bins
+cargo build --release -p latchkey --example argon2_capacity
 if [ ! -d client/node_modules ]; then (cd client && npm ci --no-audit --no-fund --loglevel=error); fi
 exec python3 bench/bench.py "$@"

@@ -15,6 +15,6 @@ end
 request = function()
   i = i + 1
   local body = '{"email":"bench' .. (i % n) .. '@bench.example","password":"' .. password .. '"}'
-  local ip = "10." .. (i % 250) .. "." .. ((i // 250) % 250) .. "." .. ((tid or 0) + 1)
+  local ip = "10." .. (i % 250) .. "." .. (math.floor(i / 250) % 250) .. "." .. ((tid or 0) + 1)
   return wrk.format("POST", "/api/v1/auth/login", {["Content-Type"] = "application/json", ["X-Forwarded-For"] = ip}, body)
 end

@@ -15,6 +15,7 @@ use crate::ratelimit::{Limits, MemoryLimiter, RateLimiter};
 use crate::session::revocation::Revocations;
 use crate::store::{self, Store, StoreError};
 use crate::tokens::access::LEEWAY_SECS;
+use crate::tokens::cache::VerifiedTokens;
 use crate::tokens::keys::{KeyRing, RETIRED_KEY_MARGIN};
 use crate::tokens::refresh::RefreshSecret;
 
@@ -45,6 +46,7 @@ struct Inner {
     metrics: PrometheusHandle,
     /// Google sign-in, when configured. Makes no network call until first used.
     google: Option<Arc<GoogleProvider>>,
+    verified_tokens: VerifiedTokens,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -111,6 +113,7 @@ impl AppState {
             hasher,
             refresh_secret,
             metrics: metrics_handle(),
+            verified_tokens: VerifiedTokens::default(),
             google,
         }));
         state.spawn_background(next, limiter);
@@ -172,6 +175,10 @@ impl AppState {
     }
     pub fn refresh_secret(&self) -> &RefreshSecret {
         &self.0.refresh_secret
+    }
+    /// Access tokens that passed full verification (see `tokens::cache`).
+    pub fn verified_tokens(&self) -> &VerifiedTokens {
+        &self.0.verified_tokens
     }
     pub fn metrics(&self) -> &PrometheusHandle {
         &self.0.metrics

@@ -45,14 +45,18 @@ pub struct UserView {
 
 impl UserView {
     pub async fn load(state: &AppState, u: &UserRecord) -> Result<Self, ApiError> {
-        Ok(Self {
+        Ok(Self::new(u, state.store().user_providers(u.id).await?))
+    }
+
+    pub fn new(u: &UserRecord, providers: Vec<String>) -> Self {
+        Self {
             id: u.id.0,
             email: u.email.as_str().to_owned(),
             name: u.name.clone(),
             email_verified: u.email_verified,
             created_at: rfc3339(u.created_at),
-            providers: state.store().user_providers(u.id).await?,
-        })
+            providers,
+        }
     }
 }
 
@@ -365,11 +369,11 @@ pub async fn delete_session(
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
-    let u = state
+    let (u, providers) = state
         .store()
-        .user_by_id(user.user_id)
+        .user_profile(user.user_id)
         .await?
-        .filter(|u| u.disabled_at.is_none())
+        .filter(|(u, _)| u.disabled_at.is_none())
         .ok_or(ApiError::SessionRevoked)?;
-    Ok(Json(UserView::load(&state, &u).await?))
+    Ok(Json(UserView::new(&u, providers)))
 }

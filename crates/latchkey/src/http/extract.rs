@@ -69,19 +69,32 @@ pub fn has_bearer(headers: &HeaderMap) -> bool {
 /// Verifies an access token and checks its session is not revoked. The one place that
 /// turns a token into an identity.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<AccessClaims, ApiError> {
-    let public_url = &state.config().public_url;
-    let mut result = access::verify(&state.keys().current(), public_url, token);
-    if result == Err(TokenError::UnknownKid) && state.keys().reload_for_unknown_kid().await {
-        result = access::verify(&state.keys().current(), public_url, token);
+    let now = crate::clock::now_ms() / 1000;
+    let claims = match state.verified_tokens().get(token, now) {
+        Some(hit) => hit,
+        None => {
+            let public_url = &state.config().public_url;
+            let mut result = access::verify(&state.keys().current(), public_url, token);
+            if result == Err(TokenError::UnknownKid) && state.keys().reload_for_unknown_kid().await
+            {
+                result = access::verify(&state.keys().current(), public_url, token);
+            }
+            result.map(|c| {
+                let c = std::sync::Arc::new(c);
+                state.verified_tokens().insert(token, c.clone(), now);
+                c
+            })
+        }
     }
-    let claims = result.map_err(|e| match e {
+    .map_err(|e| match e {
         TokenError::Expired => ApiError::TokenExpired,
         TokenError::Invalid | TokenError::UnknownKid => ApiError::TokenInvalid,
     })?;
+    // Revocation is checked on every request, cached token or not.
     if state.revocations().is_revoked(claims.sid) {
         return Err(ApiError::SessionRevoked);
     }
-    Ok(claims)
+    Ok((*claims).clone())
 }
 
 impl<S> FromRequestParts<S> for AuthUser

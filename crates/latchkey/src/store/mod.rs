@@ -142,6 +142,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool>;
     /// Sign-in methods of a user: `password` and/or identity provider names.
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>>;
+    /// A user and their sign-in methods (`GET /api/v1/me`). Backends answer it in one query.
+    async fn user_profile(&self, id: UserId) -> Result<Option<(UserRecord, Vec<String>)>> {
+        let Some(u) = self.user_by_id(id).await? else {
+            return Ok(None);
+        };
+        let providers = self.user_providers(id).await?;
+        Ok(Some((u, providers)))
+    }
     /// The user an identity (issuer, subject) is linked to.
     async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>>;
     /// Links an identity to an existing user, in one transaction with marking the user's

@@ -31,6 +31,13 @@ struct UserRow {
     disabled_at: Option<i64>,
 }
 
+#[derive(sqlx::FromRow)]
+struct ProfileRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    has_identity: bool,
+}
+
 impl TryFrom<UserRow> for UserRecord {
     type Error = StoreError;
     fn try_from(r: UserRow) -> Result<Self> {
@@ -199,6 +206,29 @@ impl Store for SqliteStore {
             .map_err(classify)?
             .map(UserRecord::try_from)
             .transpose()
+    }
+
+    async fn user_profile(&self, id: UserId) -> Result<Option<(UserRecord, Vec<String>)>> {
+        let row = sqlx::query_as::<_, ProfileRow>(
+            "SELECT id, email, name, password_hash, email_verified, created_at, disabled_at, \
+             EXISTS(SELECT 1 FROM identities WHERE user_id = users.id) AS has_identity FROM users WHERE id = ?",
+        )
+        .bind(id.0.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        let Some(ProfileRow { user, has_identity }) = row else {
+            return Ok(None);
+        };
+        let user = UserRecord::try_from(user)?;
+        let mut providers = Vec::new();
+        if user.password_hash.is_some() {
+            providers.push("password".to_owned());
+        }
+        if has_identity {
+            providers.push("google".to_owned());
+        }
+        Ok(Some((user, providers)))
     }
 
     async fn list_users(&self) -> Result<Vec<UserRecord>> {

@@ -2,5 +2,6 @@
 //! refresh tokens ([`refresh`]).
 
 pub mod access;
+pub mod cache;
 pub mod keys;
 pub mod refresh;
