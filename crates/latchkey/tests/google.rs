@@ -782,16 +782,34 @@ async fn verified_google_email_links_the_existing_password_account() {
     let jar = assert_signed_in(&sign_in(&app, "").await, "/");
     let after = me(&app, &jar).await;
     assert_eq!(after["id"], before["id"], "same account");
-    let mut providers: Vec<String> = serde_json::from_value(after["providers"].clone()).unwrap();
-    providers.sort();
-    assert_eq!(providers, ["google", "password"]);
     assert_eq!(
         after["email_verified"], true,
         "Google vouched for the address"
     );
     assert_eq!(user_count(&app).await, 1);
-    // The password still works.
-    app.login(&email).await;
+    // Nobody had proven owning the address before Google did: the password set at signup
+    // (possibly by a squatter) is removed and its sessions are revoked.
+    assert_eq!(after["providers"], json!(["google"]));
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": common::PASSWORD}),
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        401,
+        "the pre-existing password no longer signs in"
+    );
+    let started = std::time::Instant::now();
+    while app.me_status(&pw_jar).await != 401 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "the squatter's session is revoked"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.me_status(&jar).await, 200, "the Google session works");
 }
 
 #[tokio::test]
@@ -816,13 +834,15 @@ async fn unverified_google_email_matching_an_account_is_refused() {
 }
 
 #[tokio::test]
-async fn unverified_google_email_without_an_account_creates_an_unverified_user() {
+async fn unverified_google_email_without_an_account_creates_no_user() {
     let (issuer, app) = setup().await;
     issuer.scenario(|s| s.email_verified = json!(false));
-    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
-    let user = me(&app, &jar).await;
-    assert_eq!(user["email_verified"], false);
-    assert_eq!(user["providers"], json!(["google"]));
+    assert_failed(&sign_in(&app, "").await, "email_not_verified");
+    assert_eq!(
+        user_count(&app).await,
+        0,
+        "no account squats an unverified address"
+    );
 }
 
 #[tokio::test]
@@ -1542,10 +1562,8 @@ async fn real_provider_links_a_verified_email_and_refuses_an_unverified_one() {
     )
     .await;
     let jar = assert_signed_in(&done, "/");
-    let mut providers: Vec<String> =
-        serde_json::from_value(me(&app, &jar).await["providers"].clone()).unwrap();
-    providers.sort();
-    assert_eq!(providers, ["google", "password"]);
+    // Linked to the password account of that address, whose never-verified password is gone.
+    assert_eq!(me(&app, &jar).await["providers"], json!(["google"]));
 
     let b = browser();
     let res = b

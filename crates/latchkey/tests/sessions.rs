@@ -544,3 +544,39 @@ async fn disabled_users_cannot_log_in() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_planted_second_refresh_cookie_is_refused_and_logout_signs_out_both() {
+    let app = spawn().await;
+    let victim = app.signup(&unique_email("victim")).await;
+    let attacker = app.signup(&unique_email("attacker")).await;
+    let both = format!(
+        "refresh_token={}; refresh_token={}",
+        attacker.refresh.as_ref().unwrap(),
+        victim.refresh.as_ref().unwrap()
+    );
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/refresh"))
+        .header("cookie", &both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(set_cookies(res.headers()).len(), 2, "cleared");
+    assert_problem(res, 401, "refresh_invalid").await;
+    let res = app
+        .http
+        .post(app.url("/api/v1/auth/logout"))
+        .header("cookie", &both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_problem(app.get("/api/v1/me", &victim).await, 401, "session_revoked").await;
+    assert_problem(
+        app.get("/api/v1/me", &attacker).await,
+        401,
+        "session_revoked",
+    )
+    .await;
+}

@@ -134,7 +134,7 @@ pub async fn signup(
     client: ClientCtx,
     ApiJson(req): ApiJson<SignupRequest>,
 ) -> Result<Response, ApiError> {
-    state.limiter().check_auth_ip(&client.ip).await?;
+    state.limiter().check_auth_ip(&client.rate_key).await?;
     let email = Email::parse(&req.email).map_err(|_| ApiError::InvalidEmail)?;
     state.limiter().check_auth_email(email.as_str()).await?;
     let name = clean_name(req.name)?;
@@ -193,7 +193,7 @@ pub async fn login(
     client: ClientCtx,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    state.limiter().check_auth_ip(&client.ip).await?;
+    state.limiter().check_auth_ip(&client.rate_key).await?;
     let email = Email::parse(&req.email).ok();
     if let Some(e) = &email {
         state.limiter().check_auth_email(e.as_str()).await?;
@@ -236,11 +236,16 @@ pub async fn login(
     Ok(with_cookies(&state, StatusCode::OK, &tokens, body))
 }
 
-fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
-    read_cookie(headers, state.cookies().refresh_name())
-        .into_iter()
-        .find(|v| !v.is_empty())
-        .map(str::to_owned)
+/// The distinct non-empty refresh cookie values of the request. More than one means a
+/// cookie was planted beside ours (e.g. with `Domain=` from a sibling subdomain).
+fn refresh_cookies(state: &AppState, headers: &HeaderMap) -> Vec<String> {
+    let mut values: Vec<String> = Vec::new();
+    for v in read_cookie(headers, state.cookies().refresh_name()) {
+        if !v.is_empty() && !values.iter().any(|x| x == v) {
+            values.push(v.to_owned());
+        }
+    }
+    values
 }
 
 /// Rotates the refresh token and issues a new access token for the same session.
@@ -252,7 +257,11 @@ fn refresh_cookie(state: &AppState, headers: &HeaderMap) -> Option<String> {
         (status = 429, description = "`rate_limited`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let presented = refresh_cookie(&state, &headers);
+    let presented = match refresh_cookies(&state, &headers).as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        _ => return cleared(&state, ApiError::RefreshInvalid),
+    };
     match rotation::refresh(&state, presented.as_deref()).await {
         Ok(tokens) => with_cookies(
             &state,
@@ -276,12 +285,17 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Respo
     ))]
 pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let result: Result<(), ApiError> = async {
-        if let Some(token) = refresh_cookie(&state, &headers)
-            .as_deref()
-            .and_then(crate::tokens::refresh::RefreshToken::parse)
-            && let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await?
-        {
-            session::revoke(&state, s.id, None, "logout").await?;
+        // Every presented refresh token that names a session is signed out.
+        let mut revoked_any = false;
+        for raw in refresh_cookies(&state, &headers) {
+            if let Some(token) = crate::tokens::refresh::RefreshToken::parse(&raw)
+                && let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await?
+            {
+                session::revoke(&state, s.id, None, "logout").await?;
+                revoked_any = true;
+            }
+        }
+        if revoked_any {
             return Ok(());
         }
         if let Ok(Some(token)) = access_token_of(&headers, state.cookies().access_name())

@@ -164,7 +164,22 @@ where
 #[derive(Debug, Clone)]
 pub struct ClientCtx {
     pub ip: String,
+    /// The key per-IP rate limits count on: the IPv4 address, or the IPv6 /64 (one host
+    /// commonly holds a whole /64, so single addresses would not limit it).
+    pub rate_key: String,
     pub user_agent: Option<String>,
+}
+
+/// See [`ClientCtx::rate_key`].
+pub fn rate_key(ip: Option<IpAddr>) -> String {
+    match ip.map(|i| i.to_canonical()) {
+        None => "unknown".into(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
 }
 
 /// The client IP: the socket peer, unless the peer is a trusted proxy, in which case the
@@ -207,15 +222,21 @@ where
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
-        let ip = client_ip(peer, &parts.headers, &st.config().trusted_proxies)
-            .map(|i| i.to_string())
+        let addr = client_ip(peer, &parts.headers, &st.config().trusted_proxies);
+        let ip = addr
+            .map(|i| i.to_canonical().to_string())
             .unwrap_or_else(|| "unknown".into());
+        let rate_key = rate_key(addr);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect());
-        Ok(ClientCtx { ip, user_agent })
+        Ok(ClientCtx {
+            ip,
+            rate_key,
+            user_agent,
+        })
     }
 }
 
@@ -245,6 +266,23 @@ mod tests {
             client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted),
             Some("10.0.0.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn rate_keys_group_ipv6_by_64_and_unwrap_mapped_ipv4() {
+        assert_eq!(
+            rate_key(Some("203.0.113.9".parse().unwrap())),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            rate_key(Some("::ffff:203.0.113.9".parse().unwrap())),
+            "203.0.113.9"
+        );
+        let a = rate_key(Some("2001:db8:1:2:aaaa::1".parse().unwrap()));
+        let b = rate_key(Some("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap()));
+        assert_eq!(a, b);
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_ne!(a, rate_key(Some("2001:db8:1:3::1".parse().unwrap())));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! Users are keyed on (issuer, `sub`), never on email. An identity seen for the first time
 //! links to the existing account of the same (canonical) email only when the provider says
 //! `email_verified: true`; an unverified match fails with `email_not_verified`; no match
-//! creates a user without a password.
+//! creates a user without a password, only from a verified email. Linking a verified
+//! identity to an account whose email was never verified removes that account's password
+//! and revokes its sessions (see `Store::link_identity`): latchkey never verified the
+//! address, so the password's owner may be a squatter.
 
 use super::{Identity, OAuthFailure};
 use crate::clock::now_ms;
@@ -39,8 +42,14 @@ pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord
                 match store.link_identity(&link, true).await {
                     Ok(()) => {
                         tracing::info!(user_id = %existing.id, "google sign-in: identity linked to the existing account of its verified email");
+                        let password_hash = if existing.email_verified {
+                            existing.password_hash.clone()
+                        } else {
+                            None
+                        };
                         return Ok(UserRecord {
                             email_verified: true,
+                            password_hash,
                             ..existing
                         });
                     }
@@ -49,6 +58,12 @@ pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord
                 }
             }
             None => {
+                // An account made from an address nobody verified could later capture the
+                // owner's verified sign-in (pre-hijacking): refuse it.
+                if !id.email_verified {
+                    tracing::info!(issuer = %id.issuer, "google sign-in: unverified email; no account created");
+                    return Err(OAuthFailure::EmailNotVerified);
+                }
                 let user = NewUser {
                     id: UserId::new(),
                     email: email.clone(),

@@ -74,9 +74,17 @@ type Client = openidconnect::Client<
     EndpointMaybeSet,
 >;
 
-#[derive(Clone, Debug, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 struct RawIdTokenField {
     id_token: Option<String>,
+}
+
+impl std::fmt::Debug for RawIdTokenField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawIdTokenField")
+            .field("id_token", &self.id_token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
 }
 impl ExtraTokenFields for RawIdTokenField {}
 

@@ -18,8 +18,8 @@ const NONCE_LEN: usize = 24;
 /// Sealed values longer than this are not ours (a cookie is at most ~4 KiB anyway).
 const MAX_SEALED_LEN: usize = 4096;
 
-/// One pending sign-in attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One pending sign-in attempt. `Debug` shows only where it leads.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingLogin {
     /// The `state` sent to the provider.
     #[serde(rename = "s")]
@@ -36,6 +36,14 @@ pub struct PendingLogin {
     /// Unix milliseconds after which the attempt is void.
     #[serde(rename = "e")]
     pub expires_at: i64,
+}
+
+impl std::fmt::Debug for PendingLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingLogin")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PendingLogin {

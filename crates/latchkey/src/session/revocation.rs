@@ -61,13 +61,15 @@ impl Revocations {
     }
 
     /// Pulls revocations made at or after `since` from the store; returns the time to poll
-    /// from next (with overlap, so clock skew between instances loses nothing).
+    /// from next (with a 60 s overlap, so clock skew between instances — keep them
+    /// NTP-synchronised — loses nothing).
     pub async fn sync(&self, store: &dyn Store, since: i64) -> Result<i64, StoreError> {
         let started = now_ms();
         for (sid, at) in store.revoked_since(since).await? {
             self.insert(sid, at);
         }
         self.prune(started);
-        Ok(started - 5_000)
+        // Overlap: instance clocks (which stamp `revoked_at`) may differ by up to a minute.
+        Ok(started - 60_000)
     }
 }

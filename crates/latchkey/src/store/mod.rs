@@ -35,8 +35,8 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A user as stored.
-#[derive(Debug, Clone)]
+/// A user as stored. `Debug` omits the password hash.
+#[derive(Clone)]
 pub struct UserRecord {
     pub id: UserId,
     pub email: Email,
@@ -46,6 +46,18 @@ pub struct UserRecord {
     pub email_verified: bool,
     pub created_at: i64,
     pub disabled_at: Option<i64>,
+}
+
+impl std::fmt::Debug for UserRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("email_verified", &self.email_verified)
+            .field("has_password", &self.password_hash.is_some())
+            .field("disabled_at", &self.disabled_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A new password account.
@@ -153,7 +165,10 @@ pub trait Store: Send + Sync + 'static {
     /// The user an identity (issuer, subject) is linked to.
     async fn user_by_identity(&self, issuer: &str, subject: &str) -> Result<Option<UserRecord>>;
     /// Links an identity to an existing user, in one transaction with marking the user's
-    /// email verified when `email_verified`. [`StoreError::Conflict`] when the identity is
+    /// email verified when `email_verified`. If the user's email was not verified before,
+    /// nobody had proven owning the address — whoever set the password may be a squatter —
+    /// so in the same transaction the password is removed and every session of the user is
+    /// revoked (reason `email_claimed`). [`StoreError::Conflict`] when the identity is
     /// already linked.
     async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()>;
     /// Creates a user (no password) and its first identity in one transaction.
@@ -239,10 +254,22 @@ pub(crate) fn hash_from_vec(v: Vec<u8>) -> Result<TokenHash> {
         .map_err(|_| StoreError::Other("stored token hash has the wrong length".into()))
 }
 
+/// SQLITE_BUSY / SQLITE_LOCKED (and their extended codes) after the busy timeout: the
+/// database is overloaded right now, a 503, not a bug.
+fn sqlite_busy(db: &dyn sqlx::error::DatabaseError) -> bool {
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+        && db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        sqlx::Error::Database(db) if postgres::is_unavailable(db.as_ref()) => {
+        sqlx::Error::Database(db)
+            if postgres::is_unavailable(db.as_ref()) || sqlite_busy(db.as_ref()) =>
+        {
             StoreError::Unavailable(Box::new(e))
         }
         sqlx::Error::Io(_)

@@ -301,7 +301,16 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         pg_insert_identity(&mut tx, identity).await?;
         if email_verified {
-            sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = $1, revoked_reason = 'email_claimed' WHERE user_id = $2 AND revoked_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM users WHERE id = $2 AND NOT email_verified)",
+            )
+            .bind(identity.created_at)
+            .bind(identity.user_id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            sqlx::query("UPDATE users SET password_hash = CASE WHEN email_verified THEN password_hash ELSE NULL END, email_verified = TRUE WHERE id = $1")
                 .bind(identity.user_id.0)
                 .execute(&mut *tx)
                 .await

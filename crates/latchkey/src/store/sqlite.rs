@@ -285,8 +285,19 @@ impl Store for SqliteStore {
             .map_err(classify)?;
         insert_identity(&mut tx, identity).await?;
         if email_verified {
-            sqlx::query("UPDATE users SET email_verified = 1 WHERE id = ?")
-                .bind(identity.user_id.0.to_string())
+            let uid = identity.user_id.0.to_string();
+            sqlx::query(
+                "UPDATE sessions SET revoked_at = ?, revoked_reason = 'email_claimed' WHERE user_id = ? AND revoked_at IS NULL \
+                 AND EXISTS (SELECT 1 FROM users WHERE id = ? AND email_verified = 0)",
+            )
+            .bind(identity.created_at)
+            .bind(&uid)
+            .bind(&uid)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            sqlx::query("UPDATE users SET password_hash = CASE WHEN email_verified = 0 THEN NULL ELSE password_hash END, email_verified = 1 WHERE id = ?")
+                .bind(&uid)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
