@@ -136,6 +136,19 @@ impl AppState {
                     Err(e) => tracing::warn!(error = %e, "revocation sync failed; retrying"),
                 }
                 n += 1;
+                // Expired and long-revoked sessions: every ~10 minutes (and soon after start).
+                if n % 1200 == 20 {
+                    let cutoff = now_ms() - inner.revocations.horizon_ms();
+                    match inner.store.prune_sessions(cutoff).await {
+                        Ok(0) => {}
+                        Ok(k) => {
+                            tracing::info!(sessions = k, "pruned expired and revoked sessions")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "session pruning failed; retrying later")
+                        }
+                    }
+                }
                 // Keys change rarely: every ~10 polls (5 s by default).
                 if n.is_multiple_of(10) {
                     if let Err(e) = inner.keys.reload().await {

@@ -580,3 +580,24 @@ async fn a_planted_second_refresh_cookie_is_refused_and_logout_signs_out_both() 
     )
     .await;
 }
+
+#[tokio::test]
+async fn pruning_removes_only_dead_sessions() {
+    let app = spawn_with(|c| c.refresh_ttl = Duration::from_millis(300)).await;
+    let dead = app.signup(&unique_email("dead")).await;
+    let mut rotated = dead.clone();
+    assert_eq!(app.refresh(&mut rotated).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let live = app.signup(&unique_email("live")).await;
+    let now = latchkey::clock::now_ms();
+    assert_eq!(
+        app.state.store().prune_sessions(now).await.unwrap(),
+        1,
+        "the expired session goes"
+    );
+    assert_eq!(app.me_status(&live).await, 200);
+    let mut l = live.clone();
+    assert_eq!(app.refresh(&mut l).await.0, 200, "the live one stays");
+    let mut d = dead.clone();
+    assert_eq!(app.refresh(&mut d).await.0, 401);
+}

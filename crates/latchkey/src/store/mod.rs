@@ -212,6 +212,10 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64>;
     /// Sessions not revoked and not expired, newest first; all users when `user` is None.
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>>;
+    /// Deletes sessions (and their retired tokens) that expired or were revoked before
+    /// `before`; returns how many. Called periodically with a cut-off past the point where
+    /// any token of theirs could still verify.
+    async fn prune_sessions(&self, before: i64) -> Result<u64>;
     /// Sessions revoked at or after `since`, with when.
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>>;
 

@@ -505,6 +505,15 @@ impl Store for PostgresStore {
             .collect()
     }
 
+    async fn prune_sessions(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
+    }
+
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {
         let rows: Vec<(Uuid, i64)> =
             sqlx::query_as("SELECT id, revoked_at FROM sessions WHERE revoked_at >= $1")
