@@ -67,7 +67,10 @@ pub async fn start(
         user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
         ip: client.ip,
     };
-    state.store().insert_session(&record).await?;
+    if !state.store().insert_session(&record).await? {
+        // The user was disabled (or removed) while signing in.
+        return Err(ApiError::InvalidCredentials);
+    }
     issue(state, &record, token, now)
 }
 

@@ -182,7 +182,9 @@ pub trait Store: Send + Sync + 'static {
     /// false when it already had (a replay). Records past `expires_at` may be forgotten.
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool>;
 
-    async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+    /// Inserts a new session unless its user is missing or disabled (checked in the same
+    /// statement, so a concurrent `users disable` cannot be outrun); false when refused.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<bool>;
     /// The session one of whose tokens (current, previous or older retired) has this hash.
     async fn session_by_token_hash(
         &self,

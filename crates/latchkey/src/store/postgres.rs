@@ -365,10 +365,10 @@ impl Store for PostgresStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip) \
-             VALUES ($1, $2, $3, NULL, NULL, $4, $5, $6, $7, $8, $9)",
+    async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
+        let r = sqlx::query(
+            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
         )
         .bind(s.id.0)
         .bind(s.user_id.0)
@@ -382,7 +382,7 @@ impl Store for PostgresStore {
         .execute(&self.pool)
         .await
         .map_err(classify)?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     async fn session_by_token_hash(
