@@ -12,6 +12,7 @@ use crate::oidc::GoogleProvider;
 use crate::oidc::state_cookie::StateSealer;
 use crate::password::PasswordHasher;
 use crate::ratelimit::{Limits, MemoryLimiter, RateLimiter};
+use crate::session::profiles::ProfileCache;
 use crate::session::revocation::Revocations;
 use crate::store::{self, Store, StoreError};
 use crate::tokens::access::LEEWAY_SECS;
@@ -47,6 +48,7 @@ struct Inner {
     /// Google sign-in, when configured. Makes no network call until first used.
     google: Option<Arc<GoogleProvider>>,
     verified_tokens: VerifiedTokens,
+    profiles: ProfileCache,
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -114,6 +116,7 @@ impl AppState {
             refresh_secret,
             metrics: metrics_handle(),
             verified_tokens: VerifiedTokens::default(),
+            profiles: ProfileCache::default(),
             google,
         }));
         state.spawn_background(next, limiter);
@@ -188,6 +191,10 @@ impl AppState {
     }
     pub fn refresh_secret(&self) -> &RefreshSecret {
         &self.0.refresh_secret
+    }
+    /// Recently served `/api/v1/me` answers (see `session::profiles`).
+    pub fn profiles(&self) -> &ProfileCache {
+        &self.0.profiles
     }
     /// Access tokens that passed full verification (see `tokens::cache`).
     pub fn verified_tokens(&self) -> &VerifiedTokens {

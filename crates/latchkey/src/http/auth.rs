@@ -382,12 +382,26 @@ pub async fn delete_session(
         (status = 200, description = "The current user", body = UserView),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<UserView>, ApiError> {
-    let (u, providers) = state
-        .store()
-        .user_profile(user.user_id)
-        .await?
-        .filter(|(u, _)| u.disabled_at.is_none())
-        .ok_or(ApiError::SessionRevoked)?;
-    Ok(Json(UserView::new(&u, providers)))
+pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Response, ApiError> {
+    let body = match state.profiles().get(user.user_id) {
+        Some(body) => body,
+        None => {
+            let (u, providers) = state
+                .store()
+                .user_profile(user.user_id)
+                .await?
+                .filter(|(u, _)| u.disabled_at.is_none())
+                .ok_or(ApiError::SessionRevoked)?;
+            let body = axum::body::Bytes::from(
+                serde_json::to_vec(&UserView::new(&u, providers)).map_err(ApiError::internal)?,
+            );
+            state.profiles().insert(user.user_id, body.clone());
+            body
+        }
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response())
 }

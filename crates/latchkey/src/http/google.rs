@@ -145,6 +145,8 @@ async fn finish(
     // 4. Code exchange and ID-token validation, then the account.
     let identity = google.finish(&code, &pending).await?;
     let user = account::resolve_user(state.store(), &identity).await?;
+    // Linking may have changed what /me shows.
+    state.profiles().invalidate(user.id);
     if user.disabled_at.is_some() {
         tracing::info!(user_id = %user.id, "google sign-in: account is disabled");
         return Err(OAuthFailure::Failed);

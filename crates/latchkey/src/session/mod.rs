@@ -1,6 +1,7 @@
 //! Sessions: starting one at sign-in ([`start`]), the refresh rule ([`rotation`]), and
 //! revocation reaching every instance ([`revocation`]).
 
+pub mod profiles;
 pub mod revocation;
 pub mod rotation;
 
