@@ -171,6 +171,19 @@ async fn concurrent_starts_migrate_once_and_share_secrets() {
             .await
             .unwrap();
     assert_eq!(secrets, 1, "one refresh secret shared by all instances");
+    let (keys,): (i64,) = sqlx::query_as("SELECT count(*) FROM signing_keys")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        keys, 1,
+        "instances starting together agree on one first signing key"
+    );
+    let kids: Vec<String> = apps
+        .iter()
+        .map(|a| a.state.keys().current().signing.0.clone())
+        .collect();
+    assert!(kids.iter().all(|k| k == &kids[0]), "{kids:?}");
     // Whatever key each instance signs with, every other one verifies it.
     let email = unique_email("starts");
     apps[0].signup(&email).await;

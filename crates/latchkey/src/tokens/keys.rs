@@ -45,7 +45,12 @@ pub struct KeyRing {
 pub fn generate_key(now: i64) -> Result<KeyRecord, StoreError> {
     let mut seed = [0u8; 32];
     rand::fill(&mut seed);
-    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    key_from_seed(&seed, now)
+}
+
+/// The key an Ed25519 seed determines.
+fn key_from_seed(seed: &[u8; 32], now: i64) -> Result<KeyRecord, StoreError> {
+    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
     let der = sk
         .to_pkcs8_der()
         .map_err(|e| StoreError::Other(Box::new(e)))?;
@@ -90,7 +95,23 @@ impl KeyRing {
             if !create {
                 return Err(StoreError::Other("no signing key in the store".into()));
             }
-            store.insert_signing_key(&generate_key(now)?, None).await?;
+            // Instances starting together on an empty database must agree on one first key
+            // (or each would sign with a key the others do not know yet): its seed is a
+            // server secret, which the store hands out first-writer-wins.
+            let mut candidate = [0u8; 32];
+            rand::fill(&mut candidate);
+            let seed: [u8; 32] = store
+                .server_secret("initial_signing_key_seed", &candidate)
+                .await?
+                .try_into()
+                .map_err(|_| StoreError::Other("stored key seed has the wrong length".into()))?;
+            match store
+                .insert_signing_key(&key_from_seed(&seed, now)?, None)
+                .await
+            {
+                Ok(()) | Err(StoreError::Conflict) => {}
+                Err(e) => return Err(e),
+            }
             records = store.signing_keys().await?;
         }
         let keep_until = ms(access_ttl) + ms(RETIRED_KEY_MARGIN);
