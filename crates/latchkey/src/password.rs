@@ -1,10 +1,9 @@
 //! Argon2id hashing on a bounded blocking pool (SPEC 8).
 //!
-//! At most one hash per core runs at a time (a semaphore in front of `spawn_blocking`), so a
-//! login flood queues here instead of occupying the runtime's threads or the whole blocking
-//! pool. An unknown email is verified against a dummy hash so both paths cost the same.
+//! Hashes run on a fixed pool of threads, one per core, so a login flood queues here instead
+//! of occupying the runtime's threads or tokio's blocking pool. An unknown email is verified against a dummy hash so both paths cost the same.
 //!
-//! Each hashing thread reuses one Argon2 memory buffer (19 MiB at production parameters)
+//! Each hashing thread keeps one Argon2 memory buffer (19 MiB at production parameters)
 //! instead of allocating and freeing it per hash: with glibc's malloc, a fresh 19 MiB
 //! `calloc` per login left hundreds of MiB resident under load and cost page faults.
 
@@ -14,7 +13,6 @@ use std::sync::Arc;
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
 
 use crate::config::PasswordParams;
 use crate::domain::Password;
@@ -35,9 +33,12 @@ pub struct PasswordHasher {
     inner: Arc<Inner>,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 struct Inner {
     params: Params,
-    permits: Semaphore,
+    /// Jobs for the hashing threads; they exit when the hasher is dropped.
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Job>>,
     dummy_hash: String,
 }
 
@@ -121,10 +122,31 @@ impl PasswordHasher {
                 .join()
         })
         .map_err(|_| HashError::Join)??;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("latchkey-argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // the hasher was dropped
+                        }
+                    }
+                })
+                .map_err(|e| HashError::Hash(e.to_string()))?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
-                permits: Semaphore::new(concurrency.max(1)),
+                jobs: std::sync::Mutex::new(tx),
                 dummy_hash,
             }),
         })
@@ -157,15 +179,17 @@ impl PasswordHasher {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        let _permit = self
-            .inner
-            .permits
-            .acquire()
-            .await
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(f());
+        });
+        self.inner
+            .jobs
+            .lock()
+            .map_err(|_| HashError::Join)?
+            .send(job)
             .map_err(|_| HashError::Join)?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|_| HashError::Join)
+        rx.await.map_err(|_| HashError::Join)
     }
 }
 
