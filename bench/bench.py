@@ -218,7 +218,7 @@ def report(res):
     with open(os.path.join(ROOT, "bench/results.json"), "w") as f:
         json.dump(res, f, indent=2)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.json", ":!bench/RESULTS.md"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     with open(os.path.join(ROOT, "bench/RESULTS.md"), "w") as f:
         f.write("# Benchmark results\n\n")
         f.write(f"Produced by `bash bench/run.sh {DUR}` at commit `{commit}`{' (with uncommitted changes)' if dirty else ''}, "
