@@ -217,12 +217,12 @@ impl Config {
         Self::from_source_only(&dotenv)
     }
 
+    /// Same parser, but no process environment.
     fn from_source_only(map: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        // Same parser, but no process environment.
-        struct Only<'a>(&'a HashMap<String, String>);
-        let only = Only(map);
-        let get = |var: &str| only.0.get(var).cloned().filter(|v| !v.is_empty());
-        Self::parse(&get, only.0.contains_key("ENV"))
+        Self::parse(
+            &|var| map.get(var).cloned().filter(|v| !v.is_empty()),
+            map.contains_key("ENV"),
+        )
     }
 
     fn from_source(src: &Source) -> Result<Self, ConfigError> {

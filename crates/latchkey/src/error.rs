@@ -52,15 +52,13 @@ pub enum ApiError {
     #[error("Method not allowed.")]
     MethodNotAllowed,
     #[error("The service is temporarily unavailable.")]
-    Unavailable(#[source] anyhow_like::Source),
+    Unavailable(#[source] BoxError),
     #[error("Internal error.")]
-    Internal(#[source] anyhow_like::Source),
+    Internal(#[source] BoxError),
 }
 
 /// A boxed error source, so the enum stays `Send + Sync` without another dependency.
-pub mod anyhow_like {
-    pub type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
-}
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The problem+json body (RFC 9457) with latchkey's stable `code`.
 #[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
@@ -75,7 +73,7 @@ pub struct Problem {
 }
 
 impl ApiError {
-    pub fn internal(e: impl Into<anyhow_like::Source>) -> Self {
+    pub fn internal(e: impl Into<BoxError>) -> Self {
         Self::Internal(e.into())
     }
 

@@ -174,9 +174,6 @@ impl AppState {
     pub fn store(&self) -> &dyn Store {
         &*self.0.store
     }
-    pub fn store_arc(&self) -> Arc<dyn Store> {
-        self.0.store.clone()
-    }
     pub fn keys(&self) -> &KeyRing {
         &self.0.keys
     }

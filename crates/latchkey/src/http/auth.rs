@@ -171,7 +171,7 @@ pub async fn signup(
     .await?;
     metrics::counter!("latchkey_signups_total").increment(1);
     let body = AuthResponse {
-        user: UserView::load(&state, &user).await?,
+        user: UserView::new(&user, vec!["password".to_owned()]),
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
     };
     Ok(with_cookies(&state, StatusCode::CREATED, &tokens, body))

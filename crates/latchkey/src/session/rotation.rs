@@ -47,9 +47,9 @@ pub async fn refresh(state: &AppState, presented: Option<&str>) -> Result<Issued
             .check_refresh(&session.id.to_string())
             .await?;
 
-        let successor = token.successor(state.refresh_secret());
         match which {
             TokenMatch::Current => {
+                let successor = token.successor(state.refresh_secret());
                 let idle = now
                     .saturating_add(ms(cfg.refresh_ttl))
                     .min(session.absolute_expires_at);
@@ -65,6 +65,7 @@ pub async fn refresh(state: &AppState, presented: Option<&str>) -> Result<Issued
                 }
             }
             TokenMatch::Previous => {
+                let successor = token.successor(state.refresh_secret());
                 let within_grace = session
                     .rotated_at
                     .is_some_and(|at| now - at <= ms(cfg.reuse_grace));

@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 
 use crate::config::RateLimits;
 use crate::domain::{Email, SessionId, UserId};
-use crate::error::anyhow_like::Source;
+use crate::error::BoxError as Source;
 use crate::ratelimit::RateLimiter;
 
 /// SHA-256 of a refresh token: all the store ever knows of one.
@@ -57,6 +57,21 @@ impl std::fmt::Debug for UserRecord {
             .field("has_password", &self.password_hash.is_some())
             .field("disabled_at", &self.disabled_at)
             .finish_non_exhaustive()
+    }
+}
+
+impl From<NewUser> for UserRecord {
+    /// The record a freshly inserted user has.
+    fn from(u: NewUser) -> Self {
+        UserRecord {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            password_hash: u.password_hash,
+            email_verified: u.email_verified,
+            created_at: u.created_at,
+            disabled_at: None,
+        }
     }
 }
 

@@ -163,6 +163,23 @@ impl PostgresStore {
     }
 }
 
+async fn pg_insert_user<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+    u: &NewUser,
+) -> Result<()> {
+    sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+        .bind(u.id.0)
+        .bind(u.email.as_str())
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.email_verified)
+        .bind(u.created_at)
+        .execute(db)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 async fn pg_insert_identity(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     i: &NewIdentity,
@@ -204,25 +221,8 @@ impl Store for PostgresStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
-        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(u.id.0)
-            .bind(u.email.as_str())
-            .bind(&u.name)
-            .bind(&u.password_hash)
-            .bind(u.email_verified)
-            .bind(u.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(UserRecord {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            password_hash: u.password_hash,
-            email_verified: u.email_verified,
-            created_at: u.created_at,
-            disabled_at: None,
-        })
+        pg_insert_user(&self.pool, &u).await?;
+        Ok(u.into())
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
@@ -325,27 +325,10 @@ impl Store for PostgresStore {
         identity: &NewIdentity,
     ) -> Result<UserRecord> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
-        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(u.id.0)
-            .bind(u.email.as_str())
-            .bind(&u.name)
-            .bind(&u.password_hash)
-            .bind(u.email_verified)
-            .bind(u.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+        pg_insert_user(&mut *tx, &u).await?;
         pg_insert_identity(&mut tx, identity).await?;
         tx.commit().await.map_err(classify)?;
-        Ok(UserRecord {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            password_hash: u.password_hash,
-            email_verified: u.email_verified,
-            created_at: u.created_at,
-            disabled_at: None,
-        })
+        Ok(u.into())
     }
 
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {

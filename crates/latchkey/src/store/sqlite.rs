@@ -97,6 +97,23 @@ fn parse_id(s: &str) -> Result<UserId> {
     parse_uuid(s).map(UserId)
 }
 
+async fn insert_user<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+    u: &NewUser,
+) -> Result<()> {
+    sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?)")
+        .bind(u.id.0.to_string())
+        .bind(u.email.as_str())
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.email_verified)
+        .bind(u.created_at)
+        .execute(db)
+        .await
+        .map_err(classify)?;
+    Ok(())
+}
+
 const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip";
 
 impl SqliteStore {
@@ -167,25 +184,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
-        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(u.id.0.to_string())
-            .bind(u.email.as_str())
-            .bind(&u.name)
-            .bind(&u.password_hash)
-            .bind(u.email_verified)
-            .bind(u.created_at)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(UserRecord {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            password_hash: u.password_hash,
-            email_verified: u.email_verified,
-            created_at: u.created_at,
-            disabled_at: None,
-        })
+        insert_user(&self.pool, &u).await?;
+        Ok(u.into())
     }
 
     async fn user_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
@@ -315,27 +315,10 @@ impl Store for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
-        sqlx::query("INSERT INTO users (id, email, name, password_hash, email_verified, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(u.id.0.to_string())
-            .bind(u.email.as_str())
-            .bind(&u.name)
-            .bind(&u.password_hash)
-            .bind(u.email_verified)
-            .bind(u.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+        insert_user(&mut *tx, &u).await?;
         insert_identity(&mut tx, identity).await?;
         tx.commit().await.map_err(classify)?;
-        Ok(UserRecord {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            password_hash: u.password_hash,
-            email_verified: u.email_verified,
-            created_at: u.created_at,
-            disabled_at: None,
-        })
+        Ok(u.into())
     }
 
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {

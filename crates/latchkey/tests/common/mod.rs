@@ -75,6 +75,11 @@ pub async fn spawn_config(config: Config) -> TestApp {
 
 pub async fn spawn_state(state: AppState) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_state(listener, state)
+}
+
+/// Serves `state` on `listener` until the returned app is dropped.
+fn serve_state(listener: tokio::net::TcpListener, state: AppState) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let app = latchkey::http::router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -289,25 +294,5 @@ pub async fn spawn_on(
     let mut config = test_config().await;
     tweak(&mut config, addr);
     let state = AppState::start(config).await.expect("app starts");
-    let app = latchkey::http::router(state.clone());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let timeout = state.header_read_timeout();
-    tokio::spawn(async move {
-        latchkey::serve(listener, app, timeout, async {
-            let _ = rx.await;
-        })
-        .await
-        .unwrap();
-    });
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    TestApp {
-        addr,
-        base: format!("http://{addr}"),
-        state,
-        http,
-        _shutdown: Arc::new(tx),
-    }
+    serve_state(listener, state)
 }
