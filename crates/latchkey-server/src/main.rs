@@ -197,7 +197,8 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     store.set_user_disabled(u.id, Some(now)).await?;
                     let n = store
                         .revoke_user_sessions(u.id, now, "user_disabled")
-                        .await?;
+                        .await?
+                        .len();
                     println!("disabled {} and revoked {n} session(s)", u.email);
                 }
             }

@@ -91,8 +91,11 @@ pub struct Quota {
 pub struct RateLimits {
     /// Login and signup attempts per client IP.
     pub auth_per_ip: Quota,
-    /// Login and signup attempts per (canonical) email.
+    /// Failed logins per (canonical) email from unrecognised devices; also signups per
+    /// email (every signup counts).
     pub auth_per_email: Quota,
+    /// Failed logins from one recognised device (a valid device cookie for the account).
+    pub auth_per_device: Quota,
     /// Refreshes per session.
     pub refresh_per_session: Quota,
 }
@@ -105,6 +108,10 @@ impl Default for RateLimits {
                 period: Duration::from_secs(2),
             },
             auth_per_email: Quota {
+                burst: 10,
+                period: Duration::from_secs(30),
+            },
+            auth_per_device: Quota {
                 burst: 10,
                 period: Duration::from_secs(30),
             },

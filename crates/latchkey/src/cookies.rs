@@ -16,6 +16,11 @@ pub const OAUTH_STATE_COOKIE_PATH: &str = "/api/v1/auth/google";
 /// Lifetime of the OAuth state cookie.
 pub const OAUTH_STATE_MAX_AGE: Duration = Duration::from_secs(600);
 
+/// Path of the device cookie (SPEC 3): login is under it; the pages are not.
+pub const DEVICE_COOKIE_PATH: &str = "/api/v1/auth";
+/// Lifetime of the device cookie: a year.
+pub const DEVICE_MAX_AGE: Duration = Duration::from_secs(31_536_000);
+
 /// Cookie names and flags for one mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CookiePolicy {
@@ -49,6 +54,24 @@ impl CookiePolicy {
         } else {
             "oauth_state"
         }
+    }
+
+    pub fn device_name(&self) -> &'static str {
+        if self.production {
+            "__Secure-device"
+        } else {
+            "device"
+        }
+    }
+
+    fn device(&self, value: String, max_age: Duration) -> Cookie<'static> {
+        self.base(
+            self.device_name(),
+            value,
+            DEVICE_COOKIE_PATH,
+            SameSite::Lax,
+            max_age,
+        )
     }
 
     fn access(&self, value: String, max_age: Duration) -> Cookie<'static> {
@@ -128,6 +151,12 @@ pub fn set_auth_cookies(policy: CookiePolicy, headers: &mut HeaderMap, c: &AuthC
 pub fn clear_auth_cookies(policy: CookiePolicy, headers: &mut HeaderMap) {
     append(headers, policy.access(String::new(), Duration::ZERO));
     append(headers, policy.refresh(String::new(), Duration::ZERO));
+}
+
+/// Writes the device cookie (a year) after a successful password sign-in. Logout does not
+/// clear it: it is what lets this browser sign in again while others are locked out.
+pub fn set_device_cookie(policy: CookiePolicy, headers: &mut HeaderMap, value: String) {
+    append(headers, policy.device(value, DEVICE_MAX_AGE));
 }
 
 /// Writes the OAuth state cookie (10 minutes).

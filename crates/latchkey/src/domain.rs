@@ -104,6 +104,64 @@ impl fmt::Debug for Password {
     }
 }
 
+/// A display name: trimmed, at most [`DisplayName::MAX_CHARS`] characters, with no control
+/// characters (Unicode Cc), no format characters (Cf: bidi overrides and isolates, zero-width
+/// space, soft hyphen, tag characters…) except U+200C and U+200D, which emoji sequences and
+/// several scripts need, and no line or paragraph separators (SPEC 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+/// Why a name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidName {
+    #[error("name must be at most 100 characters")]
+    TooLong,
+    #[error("name must not contain control, format or separator characters")]
+    ForbiddenCharacter,
+}
+
+impl DisplayName {
+    pub const MAX_CHARS: usize = 100;
+
+    /// `Ok(None)` for an absent or blank name.
+    pub fn parse(raw: &str) -> Result<Option<Self>, InvalidName> {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        let n = raw.trim();
+        if n.is_empty() {
+            return Ok(None);
+        }
+        if n.chars().count() > Self::MAX_CHARS {
+            return Err(InvalidName::TooLong);
+        }
+        let forbidden = |c: char| match c.general_category() {
+            GeneralCategory::Control
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator => true,
+            GeneralCategory::Format => !matches!(c, '\u{200C}' | '\u{200D}'),
+            _ => false,
+        };
+        if n.chars().any(forbidden) {
+            return Err(InvalidName::ForbiddenCharacter);
+        }
+        Ok(Some(Self(n.to_owned())))
+    }
+
+    /// A name an identity provider supplied: cut to the length limit, and dropped rather
+    /// than refused when it holds a forbidden character (sign-in must not fail over it).
+    pub fn from_provider(raw: Option<&str>) -> Option<Self> {
+        let cut: String = raw?.trim().chars().take(Self::MAX_CHARS).collect();
+        Self::parse(&cut).ok().flatten()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
@@ -150,6 +208,59 @@ id_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Finding 10 (issue 9): names refuse bidi controls, isolates and invisible characters,
+    /// but keep the joiners that emoji and scripts need.
+    #[test]
+    fn finding_10_names_refuse_format_characters_except_joiners() {
+        for bad in [
+            "evil\u{202E}gnp.exe",
+            "a\u{2066}b\u{2069}",
+            "zero\u{200B}width",
+            "soft\u{00AD}hyphen",
+            "bom\u{FEFF}",
+            "word\u{2060}joiner",
+            "arabic\u{061C}mark",
+            "tag\u{E0041}",
+            "line\u{2028}break",
+            "bell\u{0007}",
+            "new\nline",
+            "del\u{007F}",
+            "c1\u{0085}",
+        ] {
+            assert_eq!(
+                DisplayName::parse(bad),
+                Err(InvalidName::ForbiddenCharacter),
+                "{bad:?}"
+            );
+        }
+        for ok in [
+            "Ada Lovelace",
+            "\u{1F468}\u{200D}\u{1F469}\u{200D}\u{1F467}",
+            "\u{0645}\u{06CC}\u{200C}\u{062E}\u{0648}\u{0627}\u{0647}\u{0645}",
+            "Zoë Ōtake",
+            "\u{4E2D}\u{6587}",
+        ] {
+            assert_eq!(
+                DisplayName::parse(ok).unwrap().unwrap().as_str(),
+                ok,
+                "{ok:?}"
+            );
+        }
+        assert_eq!(DisplayName::parse("   "), Ok(None));
+        assert_eq!(
+            DisplayName::parse(&"x".repeat(101)),
+            Err(InvalidName::TooLong)
+        );
+        assert_eq!(
+            DisplayName::from_provider(Some(&"x".repeat(300)))
+                .unwrap()
+                .as_str()
+                .len(),
+            100
+        );
+        assert_eq!(DisplayName::from_provider(Some("a\u{202E}b")), None);
+    }
 
     #[test]
     fn emails_are_trimmed_normalised_and_lowercased() {

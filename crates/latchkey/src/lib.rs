@@ -32,6 +32,7 @@
 pub mod clock;
 pub mod config;
 pub mod cookies;
+pub mod device;
 pub mod domain;
 pub mod error;
 pub mod http;

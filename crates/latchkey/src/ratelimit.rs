@@ -1,8 +1,16 @@
-//! Rate limits (SPEC 8): login/signup per client IP and per email, refresh per session.
+//! Rate limits (SPEC 8): login/signup per client IP, signup per email, failed logins per
+//! email or per recognised device, refresh per session.
 //!
-//! [`RateLimiter`] is the interface; [`MemoryLimiter`] (GCRA via `governor`) serves one
-//! instance; the PostgreSQL store offers a shared one ([`crate::store::postgres::PgRateLimiter`]),
-//! chosen through [`crate::store::Store::rate_limiter`].
+//! [`RateLimiter`] is the interface; [`MemoryLimiter`] (GCRA via `governor`, plus a small
+//! refundable GCRA for the failure-counted buckets) serves one instance; the PostgreSQL
+//! store offers a shared one ([`crate::store::postgres::PgRateLimiter`]), chosen through
+//! [`crate::store::Store::rate_limiter`].
+//!
+//! Lockout resistance (OWASP "device cookies"): the per-email login bucket counts failed
+//! attempts only — an attempt takes a unit before the password is checked (so concurrent
+//! guesses cannot overshoot) and a success gives it back. A login presenting a valid device
+//! cookie for the account is counted in that device's own bucket instead, so failures from
+//! elsewhere never lock out a browser that has signed in before.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -18,8 +26,11 @@ use crate::error::ApiError;
 /// Decides whether one more request of a kind may go ahead now.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
-    /// `Err(wait)` when over the limit.
+    /// Takes one unit of `key`'s budget; `Err(wait)` when over the limit (nothing taken).
     async fn check(&self, bucket: Bucket, key: &str) -> Result<(), Duration>;
+    /// Gives back the unit a [`RateLimiter::check`] took, for buckets that count failures
+    /// only ([`Bucket::counts_failures_only`]) when the attempt succeeded. Ignored by others.
+    async fn refund(&self, bucket: Bucket, key: &str);
     /// Periodic housekeeping (dropping idle keys), called by the background task.
     async fn maintain(&self) {}
 }
@@ -27,16 +38,86 @@ pub trait RateLimiter: Send + Sync + 'static {
 /// The limited kinds of request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bucket {
+    /// Login and signup attempts per client IP (every attempt counts).
     AuthPerIp,
+    /// Failed logins per canonical email, from devices not recognised for the account.
     AuthPerEmail,
+    /// Failed logins from one recognised device (valid device cookie for the account).
+    AuthPerDevice,
+    /// Signups per canonical email (every attempt counts).
+    SignupPerEmail,
     RefreshPerSession,
+}
+
+impl Bucket {
+    /// Buckets where a successful attempt gives its unit back.
+    pub fn counts_failures_only(self) -> bool {
+        matches!(self, Bucket::AuthPerEmail | Bucket::AuthPerDevice)
+    }
 }
 
 /// In-process limiter.
 pub struct MemoryLimiter {
     per_ip: DefaultKeyedRateLimiter<String>,
-    per_email: DefaultKeyedRateLimiter<String>,
+    signup_per_email: DefaultKeyedRateLimiter<String>,
     per_session: DefaultKeyedRateLimiter<String>,
+    failures_per_email: RefundableGcra,
+    failures_per_device: RefundableGcra,
+}
+
+/// GCRA (the algorithm `governor` implements) that can give a unit back, which `governor`
+/// cannot: per key, the theoretical arrival time `tat`; a request at `now` passes when
+/// `tat - tau <= now` and moves `tat` to `max(tat, now) + T`; a refund moves it back by `T`.
+/// `burst` requests pass at once, then one per `T` — the same schedule as `governor`.
+struct RefundableGcra {
+    t: Duration,
+    tau: Duration,
+    start: std::time::Instant,
+    tat: std::sync::Mutex<std::collections::HashMap<String, Duration>>,
+}
+
+impl RefundableGcra {
+    fn new(q: Quota) -> Self {
+        let t = q.period.max(Duration::from_millis(1));
+        Self {
+            t,
+            tau: t * (q.burst.max(1) - 1),
+            start: std::time::Instant::now(),
+            tat: Default::default(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn check(&self, key: &str) -> Result<(), Duration> {
+        let now = self.now();
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        let tat = map.get(key).copied().unwrap_or(now).max(now);
+        if tat.saturating_sub(self.tau) > now {
+            return Err(tat - self.tau - now);
+        }
+        map.insert(key.to_owned(), tat + self.t);
+        Ok(())
+    }
+
+    fn refund(&self, key: &str) {
+        let now = self.now();
+        let mut map = self.tat.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tat) = map.get_mut(key) {
+            *tat = tat.saturating_sub(self.t).max(now);
+        }
+    }
+
+    /// Forgets keys back at full capacity.
+    fn prune(&self) {
+        let now = self.now();
+        self.tat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, tat| *tat > now);
+    }
 }
 
 fn quota(q: Quota) -> GQuota {
@@ -50,16 +131,20 @@ impl MemoryLimiter {
     pub fn new(l: RateLimits) -> Self {
         Self {
             per_ip: DefaultKeyedRateLimiter::keyed(quota(l.auth_per_ip)),
-            per_email: DefaultKeyedRateLimiter::keyed(quota(l.auth_per_email)),
+            signup_per_email: DefaultKeyedRateLimiter::keyed(quota(l.auth_per_email)),
             per_session: DefaultKeyedRateLimiter::keyed(quota(l.refresh_per_session)),
+            failures_per_email: RefundableGcra::new(l.auth_per_email),
+            failures_per_device: RefundableGcra::new(l.auth_per_device),
         }
     }
 
     /// Drops state of keys that are back to full capacity.
     pub fn prune(&self) {
         self.per_ip.retain_recent();
-        self.per_email.retain_recent();
+        self.signup_per_email.retain_recent();
         self.per_session.retain_recent();
+        self.failures_per_email.prune();
+        self.failures_per_device.prune();
     }
 }
 
@@ -68,11 +153,21 @@ impl RateLimiter for MemoryLimiter {
     async fn check(&self, bucket: Bucket, key: &str) -> Result<(), Duration> {
         let l = match bucket {
             Bucket::AuthPerIp => &self.per_ip,
-            Bucket::AuthPerEmail => &self.per_email,
+            Bucket::SignupPerEmail => &self.signup_per_email,
             Bucket::RefreshPerSession => &self.per_session,
+            Bucket::AuthPerEmail => return self.failures_per_email.check(key),
+            Bucket::AuthPerDevice => return self.failures_per_device.check(key),
         };
         l.check_key(&key.to_owned())
             .map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
+    }
+
+    async fn refund(&self, bucket: Bucket, key: &str) {
+        match bucket {
+            Bucket::AuthPerEmail => self.failures_per_email.refund(key),
+            Bucket::AuthPerDevice => self.failures_per_device.refund(key),
+            _ => {}
+        }
     }
 
     async fn maintain(&self) {
@@ -97,12 +192,25 @@ impl Limits {
         self.0.check(Bucket::AuthPerIp, ip).await.map_err(limited)
     }
 
-    /// Login/signup attempts per canonical email.
-    pub async fn check_auth_email(&self, email: &str) -> Result<(), ApiError> {
+    /// Signup attempts per canonical email.
+    pub async fn check_signup_email(&self, email: &str) -> Result<(), ApiError> {
         self.0
-            .check(Bucket::AuthPerEmail, email)
+            .check(Bucket::SignupPerEmail, email)
             .await
             .map_err(limited)
+    }
+
+    /// Takes a unit of a login's failure budget before its password is checked; give it
+    /// back with [`Limits::login_succeeded`] when the password was right.
+    pub async fn login_attempt(&self, who: &LoginBudget) -> Result<(), ApiError> {
+        let (bucket, key) = who.bucket();
+        self.0.check(bucket, key).await.map_err(limited)
+    }
+
+    /// A login that [`Limits::login_attempt`] let through succeeded: it was no failure.
+    pub async fn login_succeeded(&self, who: &LoginBudget) {
+        let (bucket, key) = who.bucket();
+        self.0.refund(bucket, key).await;
     }
 
     pub async fn check_refresh(&self, session: &str) -> Result<(), ApiError> {
@@ -110,5 +218,69 @@ impl Limits {
             .check(Bucket::RefreshPerSession, session)
             .await
             .map_err(limited)
+    }
+}
+
+/// Whose failure budget a login attempt is counted against.
+#[derive(Debug, Clone)]
+pub enum LoginBudget {
+    /// The account's shared budget (unknown devices), keyed by canonical email.
+    Email(String),
+    /// A device that signed in to the account before (by its device id).
+    Device(String),
+}
+
+impl LoginBudget {
+    fn bucket(&self) -> (Bucket, &str) {
+        match self {
+            LoginBudget::Email(e) => (Bucket::AuthPerEmail, e),
+            LoginBudget::Device(d) => (Bucket::AuthPerDevice, d),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn failure_buckets_refund_successes_and_keep_governors_schedule() {
+        let q = Quota {
+            burst: 3,
+            period: Duration::from_secs(60),
+        };
+        let l = MemoryLimiter::new(RateLimits {
+            auth_per_email: q,
+            auth_per_device: q,
+            ..RateLimits::default()
+        });
+        // Successes give their unit back: any number of them.
+        for _ in 0..10 {
+            l.check(Bucket::AuthPerEmail, "a").await.unwrap();
+            l.refund(Bucket::AuthPerEmail, "a").await;
+        }
+        // Failures: `burst` pass, then the wait is about one period.
+        for _ in 0..3 {
+            l.check(Bucket::AuthPerEmail, "a").await.unwrap();
+        }
+        let wait = l.check(Bucket::AuthPerEmail, "a").await.unwrap_err();
+        assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60));
+        // Buckets and keys are separate.
+        l.check(Bucket::AuthPerDevice, "a").await.unwrap();
+        l.check(Bucket::AuthPerEmail, "b").await.unwrap();
+        // A refund never creates capacity beyond the burst.
+        for _ in 0..5 {
+            l.refund(Bucket::AuthPerDevice, "c").await;
+        }
+        for _ in 0..3 {
+            l.check(Bucket::AuthPerDevice, "c").await.unwrap();
+        }
+        assert!(l.check(Bucket::AuthPerDevice, "c").await.is_err());
+        // Signups count every attempt.
+        for _ in 0..3 {
+            l.check(Bucket::SignupPerEmail, "s").await.unwrap();
+            l.refund(Bucket::SignupPerEmail, "s").await;
+        }
+        assert!(l.check(Bucket::SignupPerEmail, "s").await.is_err());
     }
 }

@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use crate::clock::{ms, now_ms};
 use crate::config::Config;
 use crate::cookies::CookiePolicy;
+use crate::device::DeviceKey;
 use crate::oidc::GoogleProvider;
 use crate::oidc::state_cookie::StateSealer;
 use crate::password::PasswordHasher;
@@ -44,6 +45,7 @@ struct Inner {
     hasher: PasswordHasher,
     limiter: Limits,
     refresh_secret: RefreshSecret,
+    device_key: DeviceKey,
     metrics: PrometheusHandle,
     /// Google sign-in, when configured. Makes no network call until first used.
     google: Option<Arc<GoogleProvider>>,
@@ -83,6 +85,12 @@ impl AppState {
         let refresh_secret = RefreshSecret::from_bytes(&secret).ok_or_else(|| {
             StoreError::Other("stored refresh secret has the wrong length".into())
         })?;
+        let device_key = DeviceKey::from_bytes(
+            &store
+                .server_secret("device_cookie_key", &DeviceKey::generate_bytes())
+                .await?,
+        )
+        .ok_or_else(|| StoreError::Other("stored device-cookie key has the wrong length".into()))?;
         let horizon = ms(config.access_ttl) + (LEEWAY_SECS as i64) * 1000 + ms(RETIRED_KEY_MARGIN);
         let revocations = Revocations::new(horizon);
         let next = revocations.sync(&*store, now_ms() - horizon).await?;
@@ -114,6 +122,7 @@ impl AppState {
             revocations,
             hasher,
             refresh_secret,
+            device_key,
             metrics: metrics_handle(),
             verified_tokens: VerifiedTokens::default(),
             profiles: ProfileCache::default(),
@@ -188,6 +197,10 @@ impl AppState {
     }
     pub fn refresh_secret(&self) -> &RefreshSecret {
         &self.0.refresh_secret
+    }
+    /// The key device cookies are signed with (see `device`).
+    pub fn device_key(&self) -> &DeviceKey {
+        &self.0.device_key
     }
     /// Recently served `/api/v1/me` answers (see `session::profiles`).
     pub fn profiles(&self) -> &ProfileCache {

@@ -99,6 +99,7 @@ fn unlimited() -> RateLimits {
     RateLimits {
         auth_per_ip: q,
         auth_per_email: q,
+        auth_per_device: q,
         refresh_per_session: q,
     }
 }

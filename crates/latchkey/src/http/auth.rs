@@ -8,25 +8,35 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::clock::{now_ms, rfc3339};
-use crate::cookies::{clear_auth_cookies, read_cookie, set_auth_cookies};
-use crate::domain::{Email, Password, SessionId};
+use crate::cookies::{clear_auth_cookies, read_cookie, set_auth_cookies, set_device_cookie};
+use crate::device::Device;
+use crate::domain::{DisplayName, Email, Password, SessionId, UserId};
 use crate::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx, access_token_of, authenticate};
+use crate::ratelimit::LoginBudget;
 use crate::session::{self, ClientInfo, IssuedTokens, rotation};
 use crate::state::AppState;
 use crate::store::{NewUser, StoreError, UserRecord};
 
 #[derive(Deserialize, ToSchema)]
 pub struct SignupRequest {
+    /// Canonicalised (trimmed, NFC, lower-cased) before use; at most 254 characters.
+    #[schema(format = Email, max_length = 254)]
     pub email: String,
     /// 8 to 256 characters.
+    #[schema(min_length = 8, max_length = 256)]
     pub password: String,
+    /// Display name, at most 100 characters after trimming; no control characters and no
+    /// format characters (bidi controls, zero-width space…) other than U+200C/U+200D.
+    #[schema(max_length = 100)]
     pub name: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
+    #[schema(max_length = 254)]
     pub email: String,
+    #[schema(max_length = 256)]
     pub password: String,
 }
 
@@ -107,27 +117,23 @@ fn cleared(state: &AppState, res: impl IntoResponse) -> Response {
 }
 
 fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
-    let Some(n) = name.map(|n| n.trim().to_owned()).filter(|n| !n.is_empty()) else {
-        return Ok(None);
-    };
-    if n.chars().count() > 100 || n.chars().any(char::is_control) {
-        return Err(ApiError::InvalidRequest(
-            "name must be at most 100 characters, without control characters".into(),
-        ));
-    }
-    Ok(Some(n))
+    let Some(n) = name else { return Ok(None) };
+    DisplayName::parse(&n)
+        .map(|n| n.map(DisplayName::into_string))
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))
 }
 
 /// Creates a password account and signs it in.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses(
-        (status = 201, description = "Account created; access and refresh cookies set", body = AuthResponse),
+        (status = 201, description = "Account created; access, refresh and device cookies set", body = AuthResponse),
         (status = 400, description = "`invalid_request`, `invalid_email`, `weak_password`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`overloaded`: the password-hashing queue is full, retry after `Retry-After`; `unavailable`: the database cannot be reached", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn signup(
     State(state): State<AppState>,
@@ -136,7 +142,7 @@ pub async fn signup(
 ) -> Result<Response, ApiError> {
     state.limiter().check_auth_ip(&client.rate_key).await?;
     let email = Email::parse(&req.email).map_err(|_| ApiError::InvalidEmail)?;
-    state.limiter().check_auth_email(email.as_str()).await?;
+    state.limiter().check_signup_email(email.as_str()).await?;
     let name = clean_name(req.name)?;
     let password =
         Password::parse(req.password).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
@@ -174,34 +180,52 @@ pub async fn signup(
         user: UserView::new(&user, vec!["password".to_owned()]),
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
     };
-    Ok(with_cookies(&state, StatusCode::CREATED, &tokens, body))
+    let mut res = with_cookies(&state, StatusCode::CREATED, &tokens, body);
+    set_device_cookie(
+        state.cookies(),
+        res.headers_mut(),
+        state.device_key().issue(user.id, None),
+    );
+    Ok(res)
 }
 
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in; access and refresh cookies set", body = AuthResponse),
+        (status = 200, description = "Signed in; access, refresh and device cookies set", body = AuthResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials` — the same for an unknown email", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`, with `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`overloaded`: the password-hashing queue is full, retry after `Retry-After`; `unavailable`: the database cannot be reached", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
     client: ClientCtx,
+    headers: HeaderMap,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     state.limiter().check_auth_ip(&client.rate_key).await?;
     let email = Email::parse(&req.email).ok();
-    if let Some(e) = &email {
-        state.limiter().check_auth_email(e.as_str()).await?;
-    }
     let user = match &email {
         Some(e) => state.store().user_by_email(e).await?,
         None => None,
     };
+    // Lockout resistance (SPEC 8): failures count against this device's own budget when it
+    // presents a valid device cookie for the account, else against the account's shared one.
+    let device = user
+        .as_ref()
+        .and_then(|u| recognised_device(&state, &headers, u.id));
+    let budget = match (&device, &email) {
+        (Some(d), _) => Some(LoginBudget::Device(d.id.clone())),
+        (None, Some(e)) => Some(LoginBudget::Email(e.as_str().to_owned())),
+        (None, None) => None,
+    };
+    if let Some(b) = &budget {
+        state.limiter().login_attempt(b).await?;
+    }
     // Unknown email, malformed email, or no password: the dummy hash is verified, so every
     // failure costs one Argon2id verification and returns the same answer.
     let ok = state
@@ -219,6 +243,9 @@ pub async fn login(
             return Err(ApiError::InvalidCredentials);
         }
     };
+    if let Some(b) = &budget {
+        state.limiter().login_succeeded(b).await;
+    }
     let tokens = session::start(
         &state,
         user.id,
@@ -233,7 +260,22 @@ pub async fn login(
         user: UserView::load(&state, &user).await?,
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
     };
-    Ok(with_cookies(&state, StatusCode::OK, &tokens, body))
+    let mut res = with_cookies(&state, StatusCode::OK, &tokens, body);
+    set_device_cookie(
+        state.cookies(),
+        res.headers_mut(),
+        state.device_key().issue(user.id, device.as_ref()),
+    );
+    Ok(res)
+}
+
+/// The device a valid device cookie of the request names, when it is `user`'s. A browser
+/// may hold cookies planted beside ours: the first valid one for this user counts.
+fn recognised_device(state: &AppState, headers: &HeaderMap, user: UserId) -> Option<Device> {
+    read_cookie(headers, state.cookies().device_name())
+        .into_iter()
+        .filter_map(|v| state.device_key().verify(v))
+        .find(|d| d.user == user)
 }
 
 /// The distinct non-empty refresh cookie values of the request. More than one means a

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
@@ -57,13 +57,14 @@ pub fn access_token_of(headers: &HeaderMap, cookie_name: &str) -> Result<Option<
     }
 }
 
-/// Whether the request authenticates with `Authorization: Bearer` (exempt from the origin check).
+/// Whether the request carries a non-empty `Authorization: Bearer` token (see the origin
+/// check, `http/origin.rs`, for where that exempts it).
 pub fn has_bearer(headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
-        .is_some_and(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+        .is_some_and(|(s, t)| s.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
 }
 
 /// Verifies an access token and checks its session is not revoked. The one place that
@@ -182,31 +183,58 @@ pub fn rate_key(ip: Option<IpAddr>) -> String {
     }
 }
 
-/// The client IP: the socket peer, unless the peer is a trusted proxy, in which case the
-/// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy.
+/// The client IP (SPEC 8): `X-Forwarded-For` read right to left. Starting from the socket
+/// peer, each hop that is a trusted proxy hands over to the entry on its left; the first
+/// address that is not a trusted proxy is the client. Entries left of it are the client's
+/// own claims and are never parsed. Only a malformed entry where the walk needs an address
+/// stops it, at the last trusted hop (a misconfigured proxy, logged).
 pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
     let peer = peer?;
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return Some(peer);
+    let is_trusted = |ip: &IpAddr| {
+        let ip = ip.to_canonical();
+        trusted.iter().any(|n| n.contains(&ip))
+    };
+    let mut hop = peer;
+    if !is_trusted(&hop) {
+        return Some(hop);
     }
-    let mut chain: Vec<IpAddr> = Vec::new();
-    for v in headers.get_all("x-forwarded-for") {
-        let Ok(s) = v.to_str() else { return Some(peer) };
-        for part in s.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => chain.push(ip),
-                Err(_) => return Some(peer),
+    // Several X-Forwarded-For fields form one list, in order (RFC 9110 §5.3).
+    let fields: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
+    for field in fields.iter().rev() {
+        let Ok(list) = field.to_str() else {
+            tracing::warn!(
+                "X-Forwarded-For from a trusted proxy is not ASCII; using the proxy as the client"
+            );
+            return Some(hop);
+        };
+        for entry in list.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
             }
+            let Some(ip) = parse_forwarded_entry(entry) else {
+                tracing::warn!(
+                    "malformed X-Forwarded-For entry from a trusted proxy; using the last trusted hop as the client"
+                );
+                return Some(hop);
+            };
+            if !is_trusted(&ip) {
+                return Some(ip);
+            }
+            hop = ip;
         }
     }
-    Some(
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
+    // Every hop was a trusted proxy: the leftmost one is the best we know.
+    Some(hop)
+}
+
+/// One `X-Forwarded-For` entry: an IP address, optionally with a port (`1.2.3.4:5678`,
+/// `[2001:db8::1]:443`), as some proxies write them.
+fn parse_forwarded_entry(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 impl<S> FromRequestParts<S> for ClientCtx
@@ -245,14 +273,15 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    fn xff(h: &mut HeaderMap, v: &'static str) {
+        h.insert("x-forwarded-for", HeaderValue::from_static(v));
+    }
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.2"),
-        );
+        xff(&mut h, "203.0.113.9, 198.51.100.7, 10.0.0.2");
         assert_eq!(
             client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted),
             Some("198.51.100.7".parse().unwrap())
@@ -261,10 +290,59 @@ mod tests {
             client_ip(Some("192.0.2.1".parse().unwrap()), &h, &trusted),
             Some("192.0.2.1".parse().unwrap())
         );
-        h.insert("x-forwarded-for", HeaderValue::from_static("garbage"));
+        xff(&mut h, "garbage");
         assert_eq!(
             client_ip(Some("10.0.0.1".parse().unwrap()), &h, &trusted),
-            Some("10.0.0.1".parse().unwrap())
+            Some("10.0.0.1".parse().unwrap()),
+            "a malformed entry where an address is needed stops at the last trusted hop"
+        );
+    }
+
+    /// Finding 9 (issue 9): one malformed entry must not drop the whole chain.
+    #[test]
+    fn finding_9_entries_left_of_the_client_are_never_parsed() {
+        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        let proxy = Some("127.0.0.1".parse().unwrap());
+        let mut h = HeaderMap::new();
+        for v in [
+            "garbage, 203.0.113.9",
+            "1.2.3.4, not-an-ip, 203.0.113.9",
+            "\"quoted\", 203.0.113.9",
+            "203.0.113.9",
+            ", 203.0.113.9",
+            "203.0.113.9:4711",
+        ] {
+            xff(&mut h, v);
+            assert_eq!(
+                client_ip(proxy, &h, &trusted),
+                Some("203.0.113.9".parse().unwrap()),
+                "{v:?}"
+            );
+        }
+        // A trusted hop in between hands over to its left neighbour.
+        xff(&mut h, "garbage, 203.0.113.9, 127.0.0.1");
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // Garbage where the walk needs an address: the last trusted hop.
+        xff(&mut h, "203.0.113.9, garbage");
+        assert_eq!(client_ip(proxy, &h, &trusted), proxy);
+        xff(&mut h, "203.0.113.9, garbage, 127.0.0.1");
+        assert_eq!(client_ip(proxy, &h, &trusted), proxy);
+        // Several fields are one list, read from the last field backwards.
+        h.remove("x-forwarded-for");
+        h.append("x-forwarded-for", HeaderValue::from_static("garbage"));
+        h.append("x-forwarded-for", HeaderValue::from_static("198.51.100.7"));
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        // IPv6 with a port, and an IPv4-mapped trusted peer.
+        xff(&mut h, "[2001:db8::1]:443");
+        assert_eq!(
+            client_ip(Some("::ffff:127.0.0.1".parse().unwrap()), &h, &trusted),
+            Some("2001:db8::1".parse().unwrap())
         );
     }
 

@@ -144,7 +144,7 @@ async fn finish(
         .ok_or(OAuthFailure::Failed)?;
     // 4. Code exchange and ID-token validation, then the account.
     let identity = google.finish(&code, &pending).await?;
-    let user = account::resolve_user(state.store(), &identity).await?;
+    let user = account::resolve_user(state, &identity).await?;
     // Linking may have changed what /me shows.
     state.profiles().invalidate(user.id);
     if user.disabled_at.is_some() {

@@ -10,11 +10,13 @@
 
 use super::{Identity, OAuthFailure};
 use crate::clock::now_ms;
-use crate::domain::{Email, UserId};
-use crate::store::{NewIdentity, NewUser, Store, StoreError, UserRecord};
+use crate::domain::{DisplayName, Email, UserId};
+use crate::state::AppState;
+use crate::store::{NewIdentity, NewUser, StoreError, UserRecord};
 
 /// The user this identity signs in as, creating or linking on first sign-in.
-pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord, OAuthFailure> {
+pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord, OAuthFailure> {
+    let store = state.store();
     // A concurrent first sign-in of the same identity or email can win a race; the loser
     // finds its work done on the next round.
     for _ in 0..3 {
@@ -40,7 +42,9 @@ pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord
                     created_at: now,
                 };
                 match store.link_identity(&link, true).await {
-                    Ok(()) => {
+                    Ok(revoked) => {
+                        // The squatter's sessions stop working here at once (finding 7).
+                        crate::session::mark_revoked(state, &revoked, now, "email_claimed");
                         tracing::info!(user_id = %existing.id, "google sign-in: identity linked to the existing account of its verified email");
                         let password_hash = if existing.email_verified {
                             existing.password_hash.clone()
@@ -67,7 +71,8 @@ pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord
                 let user = NewUser {
                     id: UserId::new(),
                     email: email.clone(),
-                    name: clean_name(id.name.as_deref()),
+                    name: DisplayName::from_provider(id.name.as_deref())
+                        .map(DisplayName::into_string),
                     password_hash: None,
                     email_verified: id.email_verified,
                     created_at: now,
@@ -92,34 +97,4 @@ pub async fn resolve_user(store: &dyn Store, id: &Identity) -> Result<UserRecord
     }
     tracing::warn!(issuer = %id.issuer, "google sign-in: could not settle the account after repeated conflicts");
     Err(OAuthFailure::Failed)
-}
-
-/// The provider's display name, if usable: trimmed, no control characters, at most 100
-/// characters (the same bounds as a name given at signup).
-fn clean_name(name: Option<&str>) -> Option<String> {
-    let n = name?.trim();
-    if n.is_empty() || n.chars().any(char::is_control) {
-        return None;
-    }
-    Some(n.chars().take(100).collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean_name;
-
-    #[test]
-    fn names_are_trimmed_bounded_and_control_free() {
-        assert_eq!(
-            clean_name(Some("  Ada Lovelace ")),
-            Some("Ada Lovelace".into())
-        );
-        assert_eq!(clean_name(Some("a\u{0007}b")), None);
-        assert_eq!(clean_name(Some("   ")), None);
-        assert_eq!(clean_name(None), None);
-        assert_eq!(
-            clean_name(Some(&"x".repeat(300))).unwrap().chars().count(),
-            100
-        );
-    }
 }

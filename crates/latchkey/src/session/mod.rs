@@ -83,15 +83,20 @@ pub(crate) fn issue(
     now: i64,
 ) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
-    let ttl = cfg.access_ttl.as_secs() as i64;
+    let now_secs = now.div_euclid(1000);
+    // An access token never outlives its session (SPEC 8): `exp` is capped at the session's
+    // absolute expiry, rounded down to the second.
+    let ttl = (cfg.access_ttl.as_secs() as i64)
+        .min(s.absolute_expires_at.div_euclid(1000) - now_secs)
+        .max(0);
     let keys = state.keys().current();
-    let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now / 1000, ttl)
+    let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now_secs, ttl)
         .map_err(ApiError::internal)?;
     let refresh_left = (s.expires_at() - now).max(0) as u64;
     Ok(IssuedTokens {
         access_token: token,
         access_expires_at: claims.exp,
-        access_max_age: cfg.access_ttl,
+        access_max_age: Duration::from_secs(ttl as u64),
         refresh_token: refresh,
         refresh_max_age: Duration::from_millis(refresh_left),
         session_id: s.id,
@@ -109,8 +114,7 @@ pub async fn revoke(
     let now = now_ms();
     let done = state.store().revoke_session(sid, user, now, reason).await?;
     if done {
-        state.revocations().insert(sid, now);
-        metrics::counter!("latchkey_revocations_total", "reason" => reason.to_owned()).increment(1);
+        mark_revoked(state, &[sid], now, reason);
     }
     Ok(done)
 }
@@ -118,14 +122,23 @@ pub async fn revoke(
 /// Revokes every session of a user.
 pub async fn revoke_all(state: &AppState, user: UserId, reason: &str) -> Result<u64, ApiError> {
     let now = now_ms();
-    let live = state.store().live_sessions(Some(user), now).await?;
-    let n = state
+    let revoked = state
         .store()
         .revoke_user_sessions(user, now, reason)
         .await?;
-    for s in live {
-        state.revocations().insert(s.id, now);
+    mark_revoked(state, &revoked, now, reason);
+    Ok(revoked.len() as u64)
+}
+
+/// The one path every revocation made by this instance takes after the store has recorded
+/// it: the sessions enter the in-memory revoked set at once, so their access tokens stop
+/// working here immediately (other instances learn of it by polling the store).
+pub fn mark_revoked(state: &AppState, sids: &[SessionId], now: i64, reason: &str) {
+    for sid in sids {
+        state.revocations().insert(*sid, now);
     }
-    metrics::counter!("latchkey_revocations_total", "reason" => reason.to_owned()).increment(n);
-    Ok(n)
+    if !sids.is_empty() {
+        metrics::counter!("latchkey_revocations_total", "reason" => reason.to_owned())
+            .increment(sids.len() as u64);
+    }
 }

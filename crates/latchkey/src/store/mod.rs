@@ -184,8 +184,13 @@ pub trait Store: Send + Sync + 'static {
     /// nobody had proven owning the address — whoever set the password may be a squatter —
     /// so in the same transaction the password is removed and every session of the user is
     /// revoked (reason `email_claimed`). [`StoreError::Conflict`] when the identity is
-    /// already linked.
-    async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()>;
+    /// already linked. Returns the sessions it revoked, so the caller can put them in the
+    /// revoked set at once ([`crate::session::mark_revoked`]).
+    async fn link_identity(
+        &self,
+        identity: &NewIdentity,
+        email_verified: bool,
+    ) -> Result<Vec<SessionId>>;
     /// Creates a user (no password) and its first identity in one transaction.
     /// [`StoreError::Conflict`] when the email or the identity is taken.
     async fn create_user_with_identity(
@@ -225,8 +230,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         reason: &str,
     ) -> Result<bool>;
-    /// Revokes every live session of a user; returns how many.
-    async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64>;
+    /// Revokes every live session of a user; returns the ones it revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        now: i64,
+        reason: &str,
+    ) -> Result<Vec<SessionId>>;
     /// Sessions not revoked and not expired, newest first; all users when `user` is None.
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>>;
     /// Deletes sessions (and their retired tokens) that expired or were revoked before

@@ -297,26 +297,33 @@ impl Store for PostgresStore {
         Ok(row.map(UserRecord::from))
     }
 
-    async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()> {
+    async fn link_identity(
+        &self,
+        identity: &NewIdentity,
+        email_verified: bool,
+    ) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         pg_insert_identity(&mut tx, identity).await?;
+        let mut revoked = Vec::new();
         if email_verified {
-            sqlx::query(
+            let ids: Vec<(uuid::Uuid,)> = sqlx::query_as(
                 "UPDATE sessions SET revoked_at = $1, revoked_reason = 'email_claimed' WHERE user_id = $2 AND revoked_at IS NULL \
-                 AND EXISTS (SELECT 1 FROM users WHERE id = $2 AND NOT email_verified)",
+                 AND EXISTS (SELECT 1 FROM users WHERE id = $2 AND NOT email_verified) RETURNING id",
             )
             .bind(identity.created_at)
             .bind(identity.user_id.0)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(classify)?;
+            revoked = ids.into_iter().map(|(id,)| SessionId(id)).collect();
             sqlx::query("UPDATE users SET password_hash = CASE WHEN email_verified THEN password_hash ELSE NULL END, email_verified = TRUE WHERE id = $1")
                 .bind(identity.user_id.0)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
         }
-        tx.commit().await.map_err(classify)
+        tx.commit().await.map_err(classify)?;
+        Ok(revoked)
     }
 
     async fn create_user_with_identity(
@@ -460,15 +467,20 @@ impl Store for PostgresStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64> {
-        let r = sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL")
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        now: i64,
+        reason: &str,
+    ) -> Result<Vec<SessionId>> {
+        let ids: Vec<(uuid::Uuid,)> = sqlx::query_as("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id")
             .bind(now)
             .bind(reason)
             .bind(user.0)
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected())
+        Ok(ids.into_iter().map(|(id,)| SessionId(id)).collect())
     }
 
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>> {
@@ -610,6 +622,8 @@ impl PgRateLimiter {
         match bucket {
             Bucket::AuthPerIp => ("auth_ip", self.limits.auth_per_ip),
             Bucket::AuthPerEmail => ("auth_email", self.limits.auth_per_email),
+            Bucket::AuthPerDevice => ("auth_device", self.limits.auth_per_device),
+            Bucket::SignupPerEmail => ("signup_email", self.limits.auth_per_email),
             Bucket::RefreshPerSession => ("refresh_session", self.limits.refresh_per_session),
         }
     }
@@ -650,6 +664,23 @@ impl PgRateLimiter {
         })
     }
 
+    /// Gives one unit back: `tat` moves back by T, never before now (full capacity).
+    async fn refund_db(&self, bucket: &str, key: &[u8], quota: Quota) -> Result<()> {
+        let t = i64::try_from(quota.period.max(Duration::from_millis(1)).as_millis())
+            .unwrap_or(i64::MAX / 4);
+        sqlx::query(
+            "UPDATE rate_limits SET tat = GREATEST(tat - $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint) \
+             WHERE bucket = $1 AND key = $2",
+        )
+        .bind(bucket)
+        .bind(key)
+        .bind(t)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
     /// Forgets keys that are back to full capacity.
     async fn prune_db(&self) -> Result<u64> {
         let r = sqlx::query("DELETE FROM rate_limits WHERE tat < (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
@@ -674,6 +705,18 @@ impl RateLimiter for PgRateLimiter {
                 tracing::warn!(error = %e, "shared rate limit unavailable; limiting this instance alone");
                 self.fallback.check(bucket, key).await
             }
+        }
+    }
+
+    async fn refund(&self, bucket: Bucket, key: &str) {
+        if !bucket.counts_failures_only() {
+            return;
+        }
+        let (name, quota) = self.quota(bucket);
+        let digest = Sha256::digest(key.as_bytes());
+        if let Err(e) = self.refund_db(name, &digest, quota).await {
+            tracing::warn!(error = %e, "shared rate limit unavailable; refunding on this instance alone");
+            self.fallback.refund(bucket, key).await;
         }
     }
 

@@ -277,32 +277,39 @@ impl Store for SqliteStore {
         .transpose()
     }
 
-    async fn link_identity(&self, identity: &NewIdentity, email_verified: bool) -> Result<()> {
+    async fn link_identity(
+        &self,
+        identity: &NewIdentity,
+        email_verified: bool,
+    ) -> Result<Vec<SessionId>> {
         let mut tx = self
             .pool
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
         insert_identity(&mut tx, identity).await?;
+        let mut revoked = Vec::new();
         if email_verified {
             let uid = identity.user_id.0.to_string();
-            sqlx::query(
+            let ids: Vec<(String,)> = sqlx::query_as(
                 "UPDATE sessions SET revoked_at = ?, revoked_reason = 'email_claimed' WHERE user_id = ? AND revoked_at IS NULL \
-                 AND EXISTS (SELECT 1 FROM users WHERE id = ? AND email_verified = 0)",
+                 AND EXISTS (SELECT 1 FROM users WHERE id = ? AND email_verified = 0) RETURNING id",
             )
             .bind(identity.created_at)
             .bind(&uid)
             .bind(&uid)
-            .execute(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(classify)?;
+            revoked = parse_session_ids(ids)?;
             sqlx::query("UPDATE users SET password_hash = CASE WHEN email_verified = 0 THEN NULL ELSE password_hash END, email_verified = 1 WHERE id = ?")
                 .bind(&uid)
                 .execute(&mut *tx)
                 .await
                 .map_err(classify)?;
         }
-        tx.commit().await.map_err(classify)
+        tx.commit().await.map_err(classify)?;
+        Ok(revoked)
     }
 
     async fn create_user_with_identity(
@@ -461,15 +468,20 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn revoke_user_sessions(&self, user: UserId, now: i64, reason: &str) -> Result<u64> {
-        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL")
+    async fn revoke_user_sessions(
+        &self,
+        user: UserId,
+        now: i64,
+        reason: &str,
+    ) -> Result<Vec<SessionId>> {
+        let ids: Vec<(String,)> = sqlx::query_as("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL RETURNING id")
             .bind(now)
             .bind(reason)
             .bind(user.0.to_string())
-            .execute(&self.pool)
+            .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected())
+        parse_session_ids(ids)
     }
 
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>> {
@@ -578,4 +590,14 @@ impl Store for SqliteStore {
             .map_err(classify)?;
         Ok(v)
     }
+}
+
+/// Session ids as SQLite returns them (TEXT).
+fn parse_session_ids(rows: Vec<(String,)>) -> Result<Vec<SessionId>> {
+    rows.into_iter()
+        .map(|(id,)| {
+            id.parse()
+                .map_err(|_| StoreError::Other("stored session id is not a UUID".into()))
+        })
+        .collect()
 }
