@@ -226,7 +226,7 @@ mod tests {
             "bell\u{0007}",
             "new\nline",
             "del\u{007F}",
-            "c1\u{0085}",
+            "c1\u{0085}x",
         ] {
             assert_eq!(
                 DisplayName::parse(bad),
