@@ -142,9 +142,38 @@ async fn every_write_and_clear_in_both_modes() {
         let lines = set_cookie_lines(&written[2].1);
         let refresh2 = value_of(&lines, &want[1].0);
 
+        let device_name = if production {
+            "__Secure-device"
+        } else {
+            "device"
+        };
         for (what, headers) in &written {
-            let lines = set_cookie_lines(headers);
-            assert_eq!(lines.len(), 2, "{what}: exactly two cookies");
+            let (device, lines): (Vec<String>, Vec<String>) = set_cookie_lines(headers)
+                .into_iter()
+                .partition(|l| l.starts_with(&format!("{device_name}=")));
+            assert_eq!(lines.len(), 2, "{what}: exactly two auth cookies");
+            // Password sign-ins also set the device cookie (SPEC 3, 8); refresh does not.
+            if *what == "refresh" {
+                assert!(device.is_empty(), "refresh sets no device cookie");
+            } else {
+                let mut want_device = vec![
+                    "HttpOnly".to_owned(),
+                    "Path=/api/v1/auth".to_owned(),
+                    "SameSite=Lax".to_owned(),
+                ];
+                if production {
+                    want_device.push("Secure".into());
+                    want_device.sort();
+                }
+                assert_eq!(device.len(), 1, "{what}: one device cookie");
+                assert_eq!(
+                    attrs(&device[0]),
+                    (device_name.to_owned(), want_device),
+                    "{what}: {}",
+                    device[0]
+                );
+                assert_eq!(max_age(&device[0]), 31_536_000, "{what}: a year");
+            }
             assert_eq!(
                 attrs(&lines[0]),
                 want[0],
