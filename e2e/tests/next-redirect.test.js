@@ -112,3 +112,21 @@ test('finding 1: a safe next lands on exactly its path, and /login does not loop
   assert.deepEqual(foreign, []);
   await page.close();
 });
+
+test('finding 1: the Google link passes on the checked next, or /account', async () => {
+  const page = await context.newPage();
+  // This server has no Google; the page as served with Google on (the server sets this flag).
+  await page.route(
+    (url) => url.origin === server.url && url.pathname === '/login',
+    async (route) => {
+      const res = await route.fetch();
+      await route.fulfill({ response: res, body: (await res.text()).replace('data-google="false"', 'data-google="true"') });
+    },
+  );
+  for (const [next, want] of [...SAFE, ...DANGEROUS.slice(0, 4).map((d) => [d, '/account'])]) {
+    await page.goto(`${server.url}/login?next=${encodeURIComponent(next)}`);
+    await page.locator('#google-section').waitFor();
+    assert.equal(await page.locator('#google').getAttribute('href'), `/api/v1/auth/google/login?next=${encodeURIComponent(want)}`, `next=${next}`);
+  }
+  await page.close();
+});

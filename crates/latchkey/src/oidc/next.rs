@@ -79,7 +79,8 @@ mod tests {
     /// Finding 1 (issue 9): every case of the shared table, refused ones as `null`.
     #[test]
     fn finding_1_next_rule_matches_the_shared_table() {
-        let table: serde_json::Value = serde_json::from_str(CASES).expect("next_cases.json is JSON");
+        let table: serde_json::Value =
+            serde_json::from_str(CASES).expect("next_cases.json is JSON");
         let cases = table["cases"].as_array().expect("a `cases` array");
         let refused = cases.iter().filter(|c| c["expected"].is_null()).count();
         assert!(refused >= 50, "{refused} refused cases");
@@ -99,14 +100,19 @@ mod tests {
 
     #[test]
     fn kept_values_are_header_safe_and_stay_put_when_followed() {
-        let table: serde_json::Value = serde_json::from_str(CASES).expect("next_cases.json is JSON");
+        let table: serde_json::Value =
+            serde_json::from_str(CASES).expect("next_cases.json is JSON");
         for case in table["cases"].as_array().into_iter().flatten() {
             let Some(kept) = case["input"].as_str().and_then(checked_next) else {
                 continue;
             };
             assert!(kept.bytes().all(|b| b.is_ascii_graphic()), "{kept:?}");
             // Already resolved: following it again changes nothing.
-            assert_eq!(checked_next(&kept).as_deref(), Some(kept.as_str()), "{kept:?}");
+            assert_eq!(
+                checked_next(&kept).as_deref(),
+                Some(kept.as_str()),
+                "{kept:?}"
+            );
         }
     }
 }
