@@ -52,6 +52,8 @@ LATCHKEY_TEST_POSTGRES=$PG_ADMIN_URL cargo test -p latchkey --tests -- --test-th
 # --- Browser client unit tests -------------------------------------------------------------
 step "client unit tests (node --test)"
 (cd client && npm ci --no-audit --no-fund --loglevel=error && npm test)
+step "login page's next rule against the shared table (node --test)"
+node --test crates/latchkey-server/pages/test/
 
 # --- End-to-end in Chromium --------------------------------------------------------------
 step "end-to-end tests in Chromium"

@@ -1,7 +1,7 @@
 // Login page (/login): sign in, sign up, Google. Served at /static/login.js.
 // Login and signup use plain fetch: their 401/409 are answers, not expired sessions.
 
-const DEFAULT_NEXT = '/account';
+import { loginPageNext } from './next.js';
 
 /** Readable text for the `?error=` codes and the API's problem `code`s. */
 const MESSAGES = {
@@ -19,31 +19,9 @@ const MESSAGES = {
   cross_origin_rejected: 'The request was refused because it did not come from this site. Reload the page and try again.',
 };
 
-/**
- * The page to go to after signing in: `?next=` when it is a same-origin path
- * (starts with a single `/`, no `//`, no backslash, no control character, before or after
- * percent-decoding), otherwise /account.
- * @param {string | null} raw
- */
-function safeNext(raw) {
-  if (!raw) return DEFAULT_NEXT;
-  let decoded;
-  try {
-    decoded = decodeURIComponent(raw);
-  } catch {
-    return DEFAULT_NEXT;
-  }
-  for (const value of [raw, decoded]) {
-    // eslint-disable-next-line no-control-regex
-    if (!value.startsWith('/') || value.startsWith('//') || /[\\\u0000-\u001f\u007f]/.test(value)) return DEFAULT_NEXT;
-  }
-  const url = new URL(raw, location.origin);
-  if (url.origin !== location.origin || url.pathname === '/login') return DEFAULT_NEXT;
-  return url.pathname + url.search + url.hash;
-}
-
 const params = new URLSearchParams(location.search);
-const next = safeNext(params.get('next'));
+// Finding 1 (issue 9): the rule lives in next.js, shared with the server's by one table of cases.
+const next = loginPageNext(params.get('next'), location.origin);
 const errorBox = /** @type {HTMLElement} */ (document.getElementById('error'));
 
 /** @param {string} text */

@@ -27,6 +27,11 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
             include_str!("../pages/login.js"),
             "text/javascript; charset=utf-8",
         ),
+        // The `next` rule login.js imports (finding 1 of issue 9).
+        "next.js" => (
+            include_str!("../pages/next.js"),
+            "text/javascript; charset=utf-8",
+        ),
         "account.js" => (
             include_str!("../pages/account.js"),
             "text/javascript; charset=utf-8",

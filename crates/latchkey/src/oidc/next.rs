@@ -2,22 +2,35 @@
 //!
 //! Only a same-origin path is honoured: it starts with a single `/` (not `//`, not `/\`),
 //! has no scheme, no backslash and no control character — checked on the value as given
-//! and on every percent-decoding of it. Anything else becomes `/`.
+//! and on every percent-decoding of it, each also as a browser resolves it (dot segments must
+//! not turn it into `//host`). Anything else becomes `/`. The login page applies the same rule
+//! (`latchkey-server/pages/next.js`); both are tested against one table, `next_cases.json`.
 
-use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 
 /// Longer `next` values are refused (the value travels in the OAuth state cookie).
 pub const MAX_NEXT_LEN: usize = 1024;
 
-/// Characters re-encoded on the way out so the `Location` header is plain visible ASCII.
-const UNSAFE_IN_LOCATION: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'<').add(b'>').add(b'`');
+/// The browser's view of a path: resolved against a stand-in origin.
+fn resolve(path: &str) -> Option<url::Url> {
+    let base = url::Url::parse("http://origin.invalid/").ok()?;
+    let u = base.join(path).ok()?;
+    (u.origin() == base.origin()).then_some(u)
+}
 
-/// `raw` when it is a safe same-origin path (percent-encoding non-ASCII characters), else `/`.
+/// `raw` resolved (`path?query#fragment`, dot segments removed, non-ASCII percent-encoded)
+/// when it is a safe same-origin path, else `/`.
 pub fn safe_next(raw: Option<&str>) -> String {
-    match raw {
-        Some(r) if is_safe_path(r) => utf8_percent_encode(r, UNSAFE_IN_LOCATION).to_string(),
-        _ => "/".to_owned(),
+    raw.and_then(checked_next).unwrap_or_else(|| "/".to_owned())
+}
+
+/// `raw` resolved as a browser would (what it was checked as), or `None` when it is refused.
+/// Sending the resolved form means what was checked is exactly what the browser follows.
+fn checked_next(raw: &str) -> Option<String> {
+    if !is_safe_path(raw) {
+        return None;
     }
+    resolve(raw).map(|u| u[url::Position::BeforePath..].to_owned())
 }
 
 fn is_safe_path(raw: &str) -> bool {
@@ -51,76 +64,55 @@ fn plain_path_ok(s: &str) -> bool {
     if s.contains('\\') || s.chars().any(char::is_control) {
         return false;
     }
-    // Resolved against a base the way a browser would resolve it: it must stay on that
-    // origin, and dot segments must not turn it into `//host` (e.g. `/..//evil.example`).
-    let Ok(base) = url::Url::parse("http://origin.invalid/") else {
-        return false;
-    };
-    match base.join(s) {
-        Ok(u) => u.origin() == base.origin() && !u.path().starts_with("//"),
-        Err(_) => false,
-    }
+    // Resolved the way a browser would: it must stay on the origin, and dot segments must
+    // not turn it into `//host` (e.g. `/..//evil.example`, finding 1 of issue 9).
+    resolve(s).is_some_and(|u| !u.path().starts_with("//"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::safe_next;
+    use super::{checked_next, safe_next};
 
+    /// The one table of cases, shared with the login page's test (`pages/test/next.test.mjs`).
+    const CASES: &str = include_str!("next_cases.json");
+
+    /// Finding 1 (issue 9): every case of the shared table, refused ones as `null`.
     #[test]
-    fn same_origin_paths_are_kept() {
-        for ok in [
-            "/",
-            "/account",
-            "/account?tab=sessions",
-            "/a/b?x=1#frag",
-            "/search?q=a%20b",
-            "/caf%C3%A9",
-        ] {
-            assert_eq!(safe_next(Some(ok)), ok, "{ok:?}");
+    fn finding_1_next_rule_matches_the_shared_table() {
+        let table: serde_json::Value =
+            serde_json::from_str(CASES).expect("next_cases.json is JSON");
+        let cases = table["cases"].as_array().expect("a `cases` array");
+        let refused = cases.iter().filter(|c| c["expected"].is_null()).count();
+        assert!(refused >= 50, "{refused} refused cases");
+        let mut wrong = Vec::new();
+        for case in cases {
+            let input = case["input"].as_str();
+            let expected = case["expected"].as_str();
+            let got = input.and_then(checked_next);
+            if got.as_deref() != expected {
+                wrong.push(format!("{input:?}: expected {expected:?}, got {got:?}"));
+            }
+            // The redirect itself: refused values go to `/`.
+            assert_eq!(safe_next(input), expected.unwrap_or("/"), "{input:?}");
         }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     }
 
     #[test]
-    fn non_ascii_is_percent_encoded_on_the_way_out() {
-        assert_eq!(safe_next(Some("/café")), "/caf%C3%A9");
-        assert_eq!(safe_next(Some("/a b")), "/a%20b");
-    }
-
-    #[test]
-    fn everything_else_becomes_root() {
-        for bad in [
-            "",
-            "account",
-            "https://evil.example",
-            "http:/evil.example",
-            "//evil.example",
-            "///evil.example",
-            "/\\evil.example",
-            "\\\\evil.example",
-            "/%2F/evil.example",
-            "%2F%2Fevil.example",
-            "/%5Cevil.example",
-            "/%5cevil.example",
-            "%2f%2fevil.example",
-            "/%252F%252Fevil.example",
-            "/%25252F%25252Fevil.example",
-            "javascript:alert(1)",
-            "/ok\\evil",
-            "/a\nb",
-            "/a\rSet-Cookie:x=1",
-            "/a\tb",
-            "/a%0d%0aSet-Cookie:x=1",
-            "/a%00",
-            "/%E0%A4%A",
-            "/%FF",
-            "/..//evil.example",
-            "/.//evil.example",
-            " /account",
-            "\u{0085}/x",
-        ] {
-            assert_eq!(safe_next(Some(bad)), "/", "{bad:?}");
+    fn kept_values_are_header_safe_and_stay_put_when_followed() {
+        let table: serde_json::Value =
+            serde_json::from_str(CASES).expect("next_cases.json is JSON");
+        for case in table["cases"].as_array().into_iter().flatten() {
+            let Some(kept) = case["input"].as_str().and_then(checked_next) else {
+                continue;
+            };
+            assert!(kept.bytes().all(|b| b.is_ascii_graphic()), "{kept:?}");
+            // Already resolved: following it again changes nothing.
+            assert_eq!(
+                checked_next(&kept).as_deref(),
+                Some(kept.as_str()),
+                "{kept:?}"
+            );
         }
-        assert_eq!(safe_next(None), "/");
-        assert_eq!(safe_next(Some(&format!("/{}", "a".repeat(2000)))), "/");
     }
 }
