@@ -56,7 +56,7 @@ pub const MAX_HEADERS: usize = 64;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// A request whose bytes arrived this recently is "being read at normal speed" and is never
 /// closed to make room (SPEC 8); only connections silent for longer are stalled.
-pub const STALLED_AFTER: Duration = Duration::from_millis(500);
+pub const STALLED_AFTER: Duration = Duration::from_millis(250);
 /// Descriptors kept free for everything but client connections (database pool and its
 /// files, listener, logs, resolver…): the larger of this and a tenth of the limit.
 pub const FD_HEADROOM: u64 = 64;
