@@ -14,15 +14,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 const TRICKLERS: usize = 300;
 
 /// This test holds more than 300 sockets at once.
-fn raise_own_fd_limit(want: u64) {
+fn raise_own_fd_limit(want: libc::rlim_t) {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: plain getrlimit/setrlimit on a local struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && (lim.rlim_cur as u64) < want {
-            lim.rlim_cur = lim.rlim_max.min(want as libc::rlim_t);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = lim.rlim_max.min(want);
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
@@ -120,7 +120,8 @@ async fn probe(server: SocketAddr) -> Result<Duration, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finding_2_slow_bodies_under_a_256_descriptor_limit_never_keep_healthz_out() {
     raise_own_fd_limit(4096);
-    let dir = std::env::temp_dir().join(format!("latchkey-conns-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("latchkey-conns-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let log_path = dir.join("server.log");
     let port = free_port();
@@ -143,7 +144,11 @@ async fn finding_2_slow_bodies_under_a_256_descriptor_limit_never_keep_healthz_o
     let deadline = Instant::now() + Duration::from_secs(60);
     while !log().contains("listening") {
         assert!(Instant::now() < deadline, "server did not start: {}", log());
-        assert!(child.0.try_wait().unwrap().is_none(), "server exited: {}", log());
+        assert!(
+            child.0.try_wait().unwrap().is_none(),
+            "server exited: {}",
+            log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let start_line = log()

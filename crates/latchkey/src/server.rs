@@ -174,7 +174,10 @@ fn raise_fd_limit() -> Option<u64> {
             lim.rlim_cur = lim.rlim_max;
         }
     }
-    (lim.rlim_cur != libc::RLIM_INFINITY).then(|| u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX))
+    // `rlim_t` is not u64 on every platform.
+    #[allow(clippy::useless_conversion)]
+    let limit = u64::try_from(lim.rlim_cur).unwrap_or(u64::MAX);
+    (lim.rlim_cur != libc::RLIM_INFINITY).then_some(limit)
 }
 
 #[cfg(not(unix))]
@@ -751,11 +754,7 @@ async fn handle(
 }
 
 /// Drives one connection until it ends (`None`) or a deadline or the cap closes it.
-async fn drive(
-    conn: impl Future,
-    slot: &Slot,
-    options: &ServeOptions,
-) -> Option<CloseReason> {
+async fn drive(conn: impl Future, slot: &Slot, options: &ServeOptions) -> Option<CloseReason> {
     let mut conn = pin!(conn);
     let mut evicted = pin!(slot.evict.notified());
     let mut timer = pin!(tokio::time::sleep(options.idle_timeout));

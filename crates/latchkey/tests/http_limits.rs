@@ -476,7 +476,10 @@ mod finding_2 {
                     "done"
                 }),
             )
-            .route("/echo", post(|body: String| async move { body.len().to_string() }));
+            .route(
+                "/echo",
+                post(|body: String| async move { body.len().to_string() }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let options = ServeOptions {
@@ -495,7 +498,8 @@ mod finding_2 {
     #[tokio::test]
     async fn finding_2_at_the_cap_a_stalled_connection_yields_busy_and_active_ones_are_kept() {
         let addr = serve_small(3).await;
-        let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
 
         // Busy: a handler at work for 2 s.
         let mut busy = open(addr, &get("/slow")).await;
@@ -522,7 +526,8 @@ mod finding_2 {
         let mut fresh = open(addr, &get("/healthz")).await;
         let res = read_response(&mut fresh, Duration::from_secs(2)).await;
         assert!(
-            res.as_deref().is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+            res.as_deref()
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
             "{res:?}"
         );
         assert!(started.elapsed() < Duration::from_secs(1));
