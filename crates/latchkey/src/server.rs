@@ -66,6 +66,13 @@ const BODY_GRACE: Duration = Duration::from_secs(1);
 /// At most one accept-failure warning per this period.
 const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// `t + d`, or about 30 years on for a deadline too far to represent (no panic on a huge
+/// configured timeout).
+fn later(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .unwrap_or_else(|| t + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// Limits of one [`serve`] call (SPEC 8). Build with [`ServeOptions::from_config`] (or
 /// `AppState::serve_options`); the defaults are the SPEC's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -348,10 +355,13 @@ impl Slot {
     fn deadline(&self, opts: &ServeOptions) -> Option<(Instant, CloseReason)> {
         let a = self.activity();
         match a.phase {
-            Phase::Idle => Some((a.since + opts.idle_timeout, CloseReason::Idle)),
-            Phase::Head => Some((a.since + opts.header_read_timeout, CloseReason::SlowHeaders)),
+            Phase::Idle => Some((later(a.since, opts.idle_timeout), CloseReason::Idle)),
+            Phase::Head => Some((
+                later(a.since, opts.header_read_timeout),
+                CloseReason::SlowHeaders,
+            )),
             Phase::Body if a.awaiting_body => Some((
-                a.since + opts.body_read_timeout + BODY_GRACE,
+                later(later(a.since, opts.body_read_timeout), BODY_GRACE),
                 CloseReason::SlowBody,
             )),
             Phase::Body | Phase::Busy => None,
@@ -732,7 +742,10 @@ async fn handle(
     let mut req = req.map(|inner| {
         Body::new(DeadlineBody {
             inner,
-            deadline: Box::pin(tokio::time::sleep_until(now + options.body_read_timeout)),
+            deadline: Box::pin(tokio::time::sleep_until(later(
+                now,
+                options.body_read_timeout,
+            ))),
             slot,
             request,
             timed_out: timed_out.clone(),
