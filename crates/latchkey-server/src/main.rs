@@ -265,21 +265,17 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
     }
 }
 
-async fn serve(config: Config) -> Result<(), BoxError> {
-    tracing::info!("{}", config.startup_summary());
+async fn serve(mut config: Config) -> Result<(), BoxError> {
+    let cap = latchkey::server::fit_to_fd_limit(config.max_connections);
+    config.max_connections = cap.effective;
+    tracing::info!("{}, {cap}", config.startup_summary());
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .map_err(|e| format!("LISTEN_ADDR {}: {e}", config.listen_addr))?;
     let state = AppState::start(config).await?;
     let app = latchkey::http::app(state.clone(), pages::routes());
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    latchkey::serve(
-        listener,
-        app,
-        state.header_read_timeout(),
-        shutdown_signal(),
-    )
-    .await?;
+    latchkey::serve(listener, app, state.serve_options(), shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

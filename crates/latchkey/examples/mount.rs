@@ -41,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = latchkey::http::router(latchkey.clone()).merge(mine);
     let listener = tokio::net::TcpListener::bind(latchkey.config().listen_addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    latchkey::serve(listener, app, latchkey.header_read_timeout(), async {
+    latchkey::serve(listener, app, latchkey.serve_options(), async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await?;

@@ -151,6 +151,14 @@ pub struct Config {
     pub rate_limits: RateLimits,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a whole request body, counted from the end of its
+    /// headers (SPEC 8; set in code, no environment variable).
+    pub body_read_timeout: Duration,
+    /// How long a keep-alive connection may sit with no new request (SPEC 8; set in code).
+    pub idle_timeout: Duration,
+    /// `MAX_CONNECTIONS`: client connections held at most, before fitting to the descriptor
+    /// limit (see [`crate::server::fit_to_fd_limit`]).
+    pub max_connections: usize,
     /// How often each instance polls the store for revocations and new signing keys.
     pub poll_interval: Duration,
 }
@@ -392,6 +400,16 @@ impl Config {
             }
         };
 
+        let max_connections = match get("MAX_CONNECTIONS") {
+            None => 4096,
+            Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConfigError::new(
+                    "MAX_CONNECTIONS",
+                    format!("expected a positive integer, got {v:?}"),
+                )
+            })?,
+        };
+
         Ok(Self {
             production,
             env_value,
@@ -411,6 +429,9 @@ impl Config {
             password: PasswordParams::default(),
             rate_limits: RateLimits::default(),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections,
             poll_interval: Duration::from_millis(500),
         })
     }
@@ -532,6 +553,21 @@ mod tests {
     fn bad_duration_names_its_variable() {
         let err = Config::from_pairs([("REFRESH_TOKEN_TTL", "fortnight")]).unwrap_err();
         assert_eq!(err.var, "REFRESH_TOKEN_TTL");
+    }
+
+    #[test]
+    fn max_connections_defaults_to_4096_and_refuses_non_positive_values() {
+        assert_eq!(Config::from_pairs([]).unwrap().max_connections, 4096);
+        assert_eq!(
+            Config::from_pairs([("MAX_CONNECTIONS", "100")])
+                .unwrap()
+                .max_connections,
+            100
+        );
+        for bad in ["0", "-1", "many", "1.5"] {
+            let err = Config::from_pairs([("MAX_CONNECTIONS", bad)]).unwrap_err();
+            assert_eq!(err.var, "MAX_CONNECTIONS", "{bad:?}");
+        }
     }
 
     #[test]

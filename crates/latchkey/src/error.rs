@@ -51,6 +51,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("Method not allowed.")]
     MethodNotAllowed,
+    #[error("The request body did not arrive in time.")]
+    RequestTimeout,
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] BoxError),
     #[error("Internal error.")]
@@ -92,6 +94,7 @@ impl ApiError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,6 +124,7 @@ impl ApiError {
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
             MethodNotAllowed => "method_not_allowed",
+            RequestTimeout => "request_timeout",
             Unavailable(_) => "unavailable",
             Internal(_) => "internal",
         }

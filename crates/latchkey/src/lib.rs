@@ -19,7 +19,7 @@
 //! let mine: Router<AppState> = Router::new().route("/hello", get(hello));
 //! let app = latchkey::http::app(state.clone(), mine);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-//! latchkey::serve(listener, app, state.header_read_timeout(), std::future::pending()).await?;
+//! latchkey::serve(listener, app, state.serve_options(), std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -48,5 +48,5 @@ pub mod tokens;
 pub use config::{Config, ConfigError};
 pub use error::ApiError;
 pub use http::extract::AuthUser;
-pub use server::serve;
+pub use server::{ServeOptions, serve};
 pub use state::{AppState, StartError};

@@ -1,7 +1,6 @@
 //! Application state: everything a request needs, built once at start.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
@@ -217,8 +216,8 @@ impl AppState {
     pub fn google(&self) -> Option<&GoogleProvider> {
         self.0.google.as_deref()
     }
-    /// The header read timeout the server should use.
-    pub fn header_read_timeout(&self) -> Duration {
-        self.0.config.header_read_timeout
+    /// The connection limits [`crate::serve`] should use (SPEC 8).
+    pub fn serve_options(&self) -> crate::server::ServeOptions {
+        crate::server::ServeOptions::from_config(&self.0.config)
     }
 }

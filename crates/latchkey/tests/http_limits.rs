@@ -335,3 +335,231 @@ async fn security_headers_and_hsts_in_production_only() {
         "max-age=31536000"
     );
 }
+
+/// Finding 2 (issue 9): slow bodies exhausted file descriptors. SPEC 8: a whole body within
+/// `body_read_timeout` of its headers (408), idle keep-alive closed after `idle_timeout`, and
+/// at `MAX_CONNECTIONS` the longest-stalled connection yields to a new one while busy and
+/// active requests are kept.
+mod finding_2 {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use axum::Router;
+    use axum::routing::{get, post};
+    use latchkey::ServeOptions;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::common::*;
+
+    async fn open(addr: SocketAddr, bytes: &str) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(bytes.as_bytes()).await.unwrap();
+        s
+    }
+
+    /// Reads one response (head and `Content-Length` body); what arrived before EOF, or
+    /// `None` if nothing did within `within`.
+    async fn read_response(s: &mut TcpStream, within: Duration) -> Option<String> {
+        let mut buf = Vec::new();
+        let read = async {
+            let mut chunk = [0u8; 4096];
+            loop {
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        return;
+                    }
+                }
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(within, read).await;
+        (!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned())
+    }
+
+    /// Whether the server closes `s` (EOF or reset, nothing read) within `within`.
+    async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(within, s.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+
+    const LOGIN_HEAD: &str = "POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\n\
+        Content-Type: application/json\r\nContent-Length: 56\r\n\r\n";
+    const LOGIN_BODY: &str = r#"{"email":"slow@example.com","password":"wrong password"}"#;
+
+    #[tokio::test]
+    async fn finding_2_a_slow_body_gets_408_at_the_body_deadline_a_timely_one_is_answered() {
+        assert_eq!(LOGIN_BODY.len(), 56);
+        let app = spawn_with(|c| c.body_read_timeout = Duration::from_secs(1)).await;
+
+        // One byte every 300 ms: the 56 bytes would take 17 s.
+        let s = open(app.addr, LOGIN_HEAD).await;
+        let started = Instant::now();
+        let (mut rd, mut wr) = s.into_split();
+        let trickle = tokio::spawn(async move {
+            for b in LOGIN_BODY.bytes() {
+                if wr.write_all(&[b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        });
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), rd.read_to_end(&mut buf)).await;
+        let res = String::from_utf8_lossy(&buf);
+        let took = started.elapsed();
+        assert!(res.starts_with("HTTP/1.1 408"), "{res}");
+        assert!(res.contains("application/problem+json"), "{res}");
+        assert!(res.contains("\"code\":\"request_timeout\""), "{res}");
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+            "answered and closed after {took:?}"
+        );
+        trickle.abort();
+
+        // The same body in two parts 300 ms apart arrives in time and is answered.
+        let mut s = open(app.addr, LOGIN_HEAD).await;
+        s.write_all(&LOGIN_BODY.as_bytes()[..20]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.write_all(&LOGIN_BODY.as_bytes()[20..]).await.unwrap();
+        let res = read_response(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(res.starts_with("HTTP/1.1 401"), "{res}");
+        assert!(res.contains("invalid_credentials"), "{res}");
+    }
+
+    #[tokio::test]
+    async fn finding_2_idle_keep_alive_connections_close_after_the_idle_timeout() {
+        let app = spawn_with(|c| c.idle_timeout = Duration::from_secs(1)).await;
+        let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        let mut s = open(app.addr, get).await;
+        let res = read_response(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        // A new request before the idle timeout is served on the same connection…
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        s.write_all(get.as_bytes()).await.unwrap();
+        let res = read_response(&mut s, Duration::from_secs(5)).await.unwrap();
+        assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+        let idle_from = Instant::now();
+        // …and the idle clock starts again after it: open at 0.6 s, closed by ~1 s.
+        assert!(!closed_within(&mut s, Duration::from_millis(600)).await);
+        assert!(closed_within(&mut s, Duration::from_secs(3)).await);
+        let idle = idle_from.elapsed();
+        assert!(
+            idle >= Duration::from_millis(900) && idle < Duration::from_secs(2),
+            "closed after {idle:?} idle"
+        );
+    }
+
+    /// A server with tiny routes of its own: `/slow` keeps its handler busy for 2 s.
+    async fn serve_small(max_connections: usize) -> SocketAddr {
+        let app = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "done"
+                }),
+            )
+            .route(
+                "/echo",
+                post(|body: String| async move { body.len().to_string() }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = ServeOptions {
+            max_connections,
+            ..ServeOptions::default()
+        };
+        tokio::spawn(latchkey::serve(
+            listener,
+            app,
+            options,
+            std::future::pending(),
+        ));
+        addr
+    }
+
+    #[tokio::test]
+    async fn finding_2_at_the_cap_a_stalled_connection_yields_busy_and_active_ones_are_kept() {
+        let addr = serve_small(3).await;
+        let get =
+            |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+
+        // Busy: a handler at work for 2 s.
+        let mut busy = open(addr, &get("/slow")).await;
+        // Active: a body arriving at a byte per 100 ms (slow, but never silent for long).
+        let active = open(
+            addr,
+            "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 15\r\n\r\n",
+        )
+        .await;
+        let (mut active_rd, mut active_wr) = active.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..15 {
+                active_wr.write_all(b"x").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            active_wr
+        });
+        // Stalled: half a request head, then silence.
+        let mut stalled = open(addr, "GET /healthz HTTP/1.1\r\n").await;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+
+        // The cap is reached; a fresh client is served at once and the stalled one closed.
+        let started = Instant::now();
+        let mut fresh = open(addr, &get("/healthz")).await;
+        let res = read_response(&mut fresh, Duration::from_secs(2)).await;
+        assert!(
+            res.as_deref()
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+            "{res:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(closed_within(&mut stalled, Duration::from_secs(1)).await);
+
+        // Neither the busy handler nor the active upload was cut.
+        let res = read_response(&mut busy, Duration::from_secs(4)).await;
+        assert!(
+            res.as_deref()
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.ends_with("done")),
+            "{res:?}"
+        );
+        let _keep_open = trickle.await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), active_rd.read_to_end(&mut buf)).await;
+        let res = String::from_utf8_lossy(&buf);
+        assert!(
+            res.starts_with("HTTP/1.1 200") && res.ends_with("15"),
+            "{res}"
+        );
+
+        // When every held connection is busy, the new one is closed instead.
+        let addr = serve_small(1).await;
+        let mut busy = open(addr, &get("/slow")).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut late = open(addr, &get("/healthz")).await;
+        assert!(closed_within(&mut late, Duration::from_secs(1)).await);
+        let res = read_response(&mut busy, Duration::from_secs(4)).await;
+        assert!(
+            res.as_deref()
+                .is_some_and(|r| r.starts_with("HTTP/1.1 200") && r.ends_with("done")),
+            "{res:?}"
+        );
+    }
+}

@@ -38,7 +38,7 @@ async fn auth_user_protects_a_host_route() {
     tokio::spawn(latchkey::serve(
         listener,
         app,
-        state.header_read_timeout(),
+        state.serve_options(),
         std::future::pending(),
     ));
     let http = reqwest::Client::new();

@@ -83,9 +83,9 @@ fn serve_state(listener: tokio::net::TcpListener, state: AppState) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let app = latchkey::http::router(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let timeout = state.header_read_timeout();
+    let options = state.serve_options();
     tokio::spawn(async move {
-        latchkey::serve(listener, app, timeout, async {
+        latchkey::serve(listener, app, options, async {
             let _ = rx.await;
         })
         .await
