@@ -390,5 +390,9 @@ async fn finding_11_openapi_carries_the_real_formats_lengths_and_codes() {
             described(path, "post", "429").contains("rate_limited"),
             "{path}"
         );
+        assert!(
+            described(path, "post", "408").contains("request_timeout"),
+            "{path} documents 408 request_timeout"
+        );
     }
 }
