@@ -38,6 +38,7 @@ pub mod http;
 pub mod oidc;
 pub mod password;
 pub mod ratelimit;
+pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod state;
