@@ -1,5 +1,6 @@
 //! SPEC 4: access tokens — what is accepted, and every forgery that must not be.
 
+mod at_rest;
 mod common;
 
 use base64::Engine as _;

@@ -300,6 +300,8 @@ pub trait Store: Send + Sync + 'static {
     /// The named server secret; `candidate` is stored first if none exists (first writer
     /// wins, so concurrent first starts agree).
     async fn server_secret(&self, name: &str, candidate: &StoredSecret) -> Result<StoredSecret>;
+    /// Deletes the named server secret; false when there was none.
+    async fn delete_server_secret(&self, name: &str) -> Result<bool>;
     /// Every stored secret: the private part of each signing key and every server secret.
     async fn secret_rows(&self) -> Result<Vec<SecretRow>>;
     /// Rewrites stored secrets in one transaction that holds them locked (instances starting

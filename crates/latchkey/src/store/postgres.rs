@@ -584,6 +584,15 @@ impl Store for PostgresStore {
         Ok(StoredSecret { key_id, bytes })
     }
 
+    async fn delete_server_secret(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM server_secrets WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
         pg_secret_rows(&self.pool).await
     }

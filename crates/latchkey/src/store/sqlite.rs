@@ -629,6 +629,15 @@ impl Store for SqliteStore {
         Ok(StoredSecret { key_id, bytes })
     }
 
+    async fn delete_server_secret(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
         secret_rows(&self.pool).await
     }

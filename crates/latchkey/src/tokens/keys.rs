@@ -26,6 +26,9 @@ pub const RETIRED_KEY_MARGIN: Duration = Duration::from_secs(120);
 /// every request hit the store).
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
+/// The server secret in which versions before issue 9 kept the first key's seed.
+const LEGACY_SEED: &str = "initial_signing_key_seed";
+
 /// The keys in force at one moment.
 pub struct KeySet {
     /// The newest unretired key: `(kid, key)`.
@@ -124,6 +127,11 @@ impl KeyRing {
         secrets: SecretsKey,
         access_ttl: Duration,
     ) -> Result<Self, StoreError> {
+        // Versions before issue 9 kept the first key's seed; the first key is now agreed on
+        // without one (see `build`), so it is only a liability.
+        if store.delete_server_secret(LEGACY_SEED).await? {
+            tracing::info!("deleted the stored seed of the first signing key");
+        }
         let set = Self::build(&*store, &secrets, access_ttl, true).await?;
         Ok(Self {
             store,
