@@ -19,7 +19,10 @@ async fn persistent_database_url() -> String {
     if url.starts_with("postgres") {
         return url;
     }
-    let dir = std::env::temp_dir().join(format!("latchkey-at-rest-{}", uuid::Uuid::new_v4().simple()));
+    let dir = std::env::temp_dir().join(format!(
+        "latchkey-at-rest-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     format!("sqlite://{}", dir.join("latchkey.db").display())
 }
@@ -343,13 +346,23 @@ async fn finding_5_an_old_plaintext_database_is_sealed_in_place_and_keeps_keys_a
     for ((table, name, bytes, key_id), clear) in after.iter().zip(&plain) {
         assert_eq!(key_id.as_deref(), Some(key.id()), "{table}/{name} sealed");
         assert!(
-            !bytes.windows(clear.len().min(16)).any(|w| clear.windows(w.len()).any(|c| c == w)),
+            !bytes
+                .windows(clear.len().min(16))
+                .any(|w| clear.windows(w.len()).any(|c| c == w)),
             "{table}/{name} holds no part of its clear value"
         );
     }
     for app in [&a, &b] {
-        assert_eq!(app.state.keys().current().signing.0, kid, "same signing key");
-        assert_eq!(app.me_status(&jar).await, 200, "a token issued before verifies");
+        assert_eq!(
+            app.state.keys().current().signing.0,
+            kid,
+            "same signing key"
+        );
+        assert_eq!(
+            app.me_status(&jar).await,
+            200,
+            "a token issued before verifies"
+        );
     }
     // t0 is the previous token, within grace: answered with t1 only if the refresh secret
     // survived sealing.
