@@ -222,7 +222,9 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         } => rotate_secrets(&config, new_key_file).await,
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            open_store(&config).await?;
+            let store = open_store(&config).await?;
+            // Secrets stored in clear by an older version are sealed here too.
+            latchkey::secrets::prepare(&config, &*store).await?;
             println!("migrations applied");
             Ok(())
         }
