@@ -20,7 +20,9 @@ class Server:
         self.port = free_port()
         env = dict(os.environ, DATABASE_URL=db_url, LISTEN_ADDR=f"127.0.0.1:{self.port}",
                    PUBLIC_URL=f"http://127.0.0.1:{self.port}", TRUSTED_PROXIES="127.0.0.1",
-                   LOG_FORMAT="json", RUST_LOG="warn")
+                   LOG_FORMAT="json", RUST_LOG="warn",
+                   # Required with PostgreSQL (SPEC 2); a fixed bench-only key.
+                   SECRETS_KEY=os.environ.get("SECRETS_KEY", "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8="))
         t0 = time.perf_counter()
         self.proc = subprocess.Popen([BIN], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:

@@ -44,6 +44,25 @@ enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Manage SECRETS_KEY, which seals the signing keys and server secrets in the database.
+    Secrets {
+        #[command(subcommand)]
+        cmd: SecretsCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-seal every stored secret under a new key, in one transaction. The current key is
+    /// read as `serve` reads it (SECRETS_KEY, SECRETS_KEY_FILE, or latchkey.key beside a
+    /// development SQLite file). Then restart every instance with the new key.
+    Rotate {
+        /// File holding the new key (base64 of 32 bytes). Created with a fresh random key
+        /// (mode 0600) when it does not exist. Optional only with the development key
+        /// file, which is then replaced by the new key.
+        #[arg(long, value_name = "PATH")]
+        new_key_file: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -134,11 +153,78 @@ async fn find_user(store: &dyn Store, who: &str) -> Result<latchkey::store::User
     found.ok_or_else(|| format!("no such user: {who}").into())
 }
 
+/// `latchkey secrets rotate`: see [`SecretsCmd::Rotate`].
+async fn rotate_secrets(
+    config: &Config,
+    new_key_file: Option<std::path::PathBuf>,
+) -> Result<(), BoxError> {
+    use latchkey::secrets::{self, KeySource, SecretsKey};
+    let store = open_store(config).await?;
+    // The old key exactly as a start would find it (and any rows still in clear sealed).
+    let old = secrets::prepare(config, &*store).await?;
+    let dev_file = match secrets::key_source(config)? {
+        KeySource::DevFile(path) => Some(path),
+        KeySource::Configured(_) => None,
+        KeySource::Ephemeral => return Err("an in-memory database has nothing to rotate".into()),
+    };
+    // The new key is on disk before anything is sealed under it.
+    let (new_path, replace_dev_file) = match (new_key_file, &dev_file) {
+        (Some(p), _) => (p, None),
+        (None, Some(dev)) => {
+            let mut p = dev.as_os_str().to_owned();
+            p.push(".new");
+            (std::path::PathBuf::from(p), Some(dev.clone()))
+        }
+        (None, None) => {
+            return Err(
+                "--new-key-file is required when the key comes from SECRETS_KEY or \
+                        SECRETS_KEY_FILE"
+                    .into(),
+            );
+        }
+    };
+    secrets::write_new_key_file(&new_path, &SecretsKey::generate())?;
+    let new = SecretsKey::read_file(&new_path)?;
+    if new.id() == old.id() {
+        return Err(format!("{} holds the current key", new_path.display()).into());
+    }
+    let n = secrets::rotate(&*store, &old, &new).await?;
+    println!(
+        "re-sealed {n} secret(s) under key id {} (was {})",
+        new.id(),
+        old.id()
+    );
+    match replace_dev_file {
+        Some(dev) => {
+            std::fs::rename(&new_path, &dev).map_err(|e| {
+                format!(
+                    "the secrets are sealed under the key in {}, but it could not replace {}: {e}",
+                    new_path.display(),
+                    dev.display()
+                )
+            })?;
+            println!("{} now holds the new key; restart latchkey", dev.display());
+        }
+        None => println!(
+            "the new key is in {}; restart every instance with SECRETS_KEY_FILE={} (or \
+             SECRETS_KEY set to its content) — the old key no longer opens the database",
+            new_path.display(),
+            new_path.display()
+        ),
+    }
+    Ok(())
+}
+
 async fn run(command: Command, config: Config) -> Result<(), BoxError> {
     match command {
+        Command::Secrets {
+            cmd: SecretsCmd::Rotate { new_key_file },
+        } => rotate_secrets(&config, new_key_file).await,
         Command::Serve => serve(config).await,
         Command::Migrate => {
-            open_store(&config).await?;
+            let store = open_store(&config).await?;
+            // Secrets stored in clear by an older version are sealed here too.
+            latchkey::secrets::prepare(&config, &*store).await?;
             println!("migrations applied");
             Ok(())
         }
@@ -241,6 +327,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         }
         Command::Keys { cmd } => {
             let store = open_store(&config).await?;
+            let secrets_key = latchkey::secrets::prepare(&config, &*store).await?;
             match cmd {
                 KeysCmd::List => {
                     for k in store.signing_keys().await? {
@@ -252,8 +339,12 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     }
                 }
                 KeysCmd::Rotate => {
-                    let k =
-                        latchkey::tokens::keys::KeyRing::rotate(&*store, config.access_ttl).await?;
+                    let k = latchkey::tokens::keys::KeyRing::rotate(
+                        &*store,
+                        &secrets_key,
+                        config.access_ttl,
+                    )
+                    .await?;
                     println!(
                         "new signing key {}; running instances pick it up within seconds",
                         k.kid

@@ -44,6 +44,11 @@ fn start(db_url: &str) -> Instance {
         .port();
     let child = Command::new(BIN)
         .env("DATABASE_URL", db_url)
+        // Every instance on the database the same key (required with PostgreSQL).
+        .env(
+            "SECRETS_KEY",
+            "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=",
+        )
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())

@@ -81,6 +81,10 @@ fn production_refuses_an_http_public_url() {
         &[
             ("PUBLIC_URL", "https://auth.example"),
             ("DATABASE_URL", "sqlite::memory:"),
+            (
+                "SECRETS_KEY",
+                "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=",
+            ),
         ],
     );
     assert_eq!(code, 0, "{err}");
@@ -259,10 +263,182 @@ fn admin_subcommands_manage_users_sessions_and_keys() {
         &["users", "--help"],
         &["sessions", "--help"],
         &["keys", "--help"],
+        &["secrets", "rotate", "--help"],
         &["migrate", "--help"],
     ] {
         let (code, out, _) = run(&dir, sub, &[]);
         assert_eq!(code, 0, "{sub:?}");
         assert!(out.contains("Usage"), "{sub:?}");
     }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Finding 5 (issue 9): the database, its `-wal` and `-shm`, and the development key file
+/// are for the service's user only — on a fresh start, and after a start on files an older
+/// version left readable by all.
+#[test]
+fn finding_5_database_wal_shm_and_key_files_are_0600() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempdir();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let files = [
+        "latchkey.db",
+        "latchkey.db-wal",
+        "latchkey.db-shm",
+        "latchkey.key",
+    ];
+    for round in ["fresh", "older files readable by all"] {
+        let (child, lines) = serve(&dir, &[("LISTEN_ADDR", &addr)]);
+        assert!(
+            lines.iter().any(|l| l.contains("listening")),
+            "{round}: {lines:?}"
+        );
+        for f in files {
+            assert_eq!(mode(&dir.join(f)), 0o600, "{round}: {f}");
+        }
+        stop(child);
+        for f in files {
+            let _ = std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644));
+        }
+    }
+}
+
+/// Finding 5 (issue 9): production, and PostgreSQL in either mode, refuse to start without
+/// `SECRETS_KEY`, in one line naming it; nothing is created.
+#[test]
+fn finding_5_production_or_postgres_without_secrets_key_refuses_to_start_naming_it() {
+    let dir = tempdir();
+    for vars in [
+        &[
+            ("ENV", "production"),
+            ("PUBLIC_URL", "https://auth.example"),
+        ][..],
+        &[("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")],
+        &[
+            ("ENV", "production"),
+            ("PUBLIC_URL", "https://auth.example"),
+            ("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none"),
+        ],
+    ] {
+        let (code, _, err) = run(&dir, &[], vars);
+        assert_ne!(code, 0, "{vars:?}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        assert!(lines[0].contains("SECRETS_KEY"), "{err}");
+    }
+    // A key that is not 32 bytes of base64 is refused without being repeated.
+    let (code, _, err) = run(
+        &dir,
+        &[],
+        &[
+            ("ENV", "production"),
+            ("PUBLIC_URL", "https://auth.example"),
+            ("SECRETS_KEY", "hunter2-not-a-key"),
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("SECRETS_KEY") && !err.contains("hunter2"),
+        "{err}"
+    );
+    assert!(!dir.join("latchkey.db").exists(), "nothing was created");
+    assert!(!dir.join("latchkey.key").exists(), "nothing was created");
+}
+
+/// Finding 5 (issue 9): `latchkey secrets rotate` re-seals everything under a new key; the
+/// server then starts with the new key (tokens issued before still verify) and refuses the
+/// old one with a clear line, no panic. Without `--new-key-file`, the development key file
+/// is replaced.
+#[test]
+fn finding_5_secrets_rotate_reseals_and_only_the_new_key_starts() {
+    let dir = tempdir();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let base = format!("http://{addr}");
+    let k1 = dir.join("k1");
+    std::fs::write(&k1, "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8\n").unwrap();
+    let k1s = k1.to_str().unwrap().to_owned();
+    let k2 = dir.join("k2");
+    let k2s = k2.to_str().unwrap().to_owned();
+    let vars1 = [
+        ("LISTEN_ADDR", addr.as_str()),
+        ("SECRETS_KEY_FILE", k1s.as_str()),
+    ];
+    let (child, _) = serve(&dir, &vars1);
+    let client = reqwest::blocking::Client::new();
+    let res = client
+        .post(format!("{base}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email": "rot@example.com", "password": "correct horse"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let cookie = res
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("access_token="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    stop(child);
+
+    let (code, out, err) = run(&dir, &["secrets", "rotate", "--new-key-file", &k2s], &vars1);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("re-sealed 2 secret(s)"), "{out}");
+    assert_eq!(mode(&k2), 0o600, "the new key file is private");
+
+    let vars2 = [
+        ("LISTEN_ADDR", addr.as_str()),
+        ("SECRETS_KEY_FILE", k2s.as_str()),
+    ];
+    let (child, lines) = serve(&dir, &vars2);
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
+    let res = client
+        .get(format!("{base}/api/v1/me"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    stop(child);
+    assert_eq!(
+        res.status(),
+        200,
+        "a token issued before the rotation verifies"
+    );
+
+    let (code, _, err) = run(&dir, &[], &vars1);
+    assert_ne!(code, 0, "the old key no longer starts the server");
+    assert!(
+        err.contains("SECRETS_KEY does not match") && !err.contains("panicked"),
+        "{err}"
+    );
+
+    // Development: no key given, the key file beside the database is replaced.
+    let dev = tempdir();
+    let dev_vars = [("LISTEN_ADDR", addr.as_str())];
+    let (child, _) = serve(&dev, &dev_vars);
+    stop(child);
+    let old_key = std::fs::read_to_string(dev.join("latchkey.key")).unwrap();
+    let (code, out, err) = run(&dev, &["secrets", "rotate"], &dev_vars);
+    assert_eq!(code, 0, "{out}{err}");
+    let new_key = std::fs::read_to_string(dev.join("latchkey.key")).unwrap();
+    assert_ne!(old_key, new_key);
+    assert_eq!(mode(&dev.join("latchkey.key")), 0o600);
+    let (child, lines) = serve(&dev, &dev_vars);
+    stop(child);
+    assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
 }

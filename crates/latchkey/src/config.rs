@@ -161,6 +161,9 @@ pub struct Config {
     pub max_connections: usize,
     /// How often each instance polls the store for revocations and new signing keys.
     pub poll_interval: Duration,
+    /// `SECRETS_KEY` (or the key in `SECRETS_KEY_FILE`), which seals the secrets stored in
+    /// the database. `None` only in development on SQLite (see [`crate::secrets`]).
+    pub secrets_key: Option<crate::secrets::SecretsKey>,
 }
 
 impl fmt::Debug for Config {
@@ -382,6 +385,8 @@ impl Config {
             }
         }
 
+        let secrets_key = parse_secrets_key(get, production, &database_url)?;
+
         let log_format = match get("LOG_FORMAT").as_deref() {
             None => {
                 if production {
@@ -433,6 +438,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             max_connections,
             poll_interval: Duration::from_millis(500),
+            secrets_key,
         })
     }
 
@@ -478,6 +484,46 @@ impl Config {
             self.database_kind(),
             if self.google.is_some() { "on" } else { "off" },
         )
+    }
+}
+
+/// `SECRETS_KEY` or `SECRETS_KEY_FILE` (SPEC 2): required in production and with
+/// PostgreSQL; errors never repeat the key.
+fn parse_secrets_key(
+    get: &dyn Fn(&str) -> Option<String>,
+    production: bool,
+    database_url: &str,
+) -> Result<Option<crate::secrets::SecretsKey>, ConfigError> {
+    use crate::secrets::SecretsKey;
+    match (get("SECRETS_KEY"), get("SECRETS_KEY_FILE")) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            "SECRETS_KEY",
+            "set SECRETS_KEY or SECRETS_KEY_FILE, not both",
+        )),
+        (Some(text), None) => {
+            use secrecy::ExposeSecret as _;
+            SecretsKey::parse(SecretString::from(text).expose_secret())
+                .map(Some)
+                .map_err(|m| ConfigError::new("SECRETS_KEY", m))
+        }
+        (None, Some(path)) => SecretsKey::read_file(Path::new(&path))
+            .map(Some)
+            .map_err(|e| ConfigError::new("SECRETS_KEY_FILE", e.to_string())),
+        (None, None) if production || !database_url.starts_with("sqlite:") => {
+            Err(ConfigError::new(
+                "SECRETS_KEY",
+                format!(
+                    "required {} (32 random bytes, base64, e.g. `openssl rand -base64 32`; or \
+                 SECRETS_KEY_FILE naming a file that holds them)",
+                    if production {
+                        "when ENV=production"
+                    } else {
+                        "with PostgreSQL"
+                    }
+                ),
+            ))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -533,8 +579,12 @@ mod tests {
             err.to_string()
                 .starts_with("invalid configuration: PUBLIC_URL:")
         );
-        let ok = Config::from_pairs([("ENV", "production"), ("PUBLIC_URL", "https://example.com")])
-            .unwrap();
+        let ok = Config::from_pairs([
+            ("ENV", "production"),
+            ("PUBLIC_URL", "https://example.com"),
+            ("SECRETS_KEY", KEY),
+        ])
+        .unwrap();
         assert!(ok.production);
         assert_eq!(ok.log_format, LogFormat::Json);
     }
@@ -576,6 +626,7 @@ mod tests {
             ("GOOGLE_CLIENT_ID", "id"),
             ("GOOGLE_CLIENT_SECRET", "s3cr3t-value"),
             ("DATABASE_URL", "postgres://u:dbpass@h/db"),
+            ("SECRETS_KEY", KEY),
         ])
         .unwrap();
         let dbg = format!("{c:?}");
@@ -584,5 +635,36 @@ mod tests {
             "{dbg}"
         );
         assert!(!c.startup_summary().contains("dbpass"));
+        assert!(!dbg.contains(KEY), "{dbg}");
+    }
+
+    const KEY: &str = "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=";
+
+    /// Finding 5 (issue 9): production and PostgreSQL need SECRETS_KEY; a bad one is named
+    /// without being repeated.
+    #[test]
+    fn finding_5_secrets_key_required_in_production_and_with_postgres() {
+        for pairs in [
+            vec![("ENV", "production"), ("PUBLIC_URL", "https://example.com")],
+            vec![("DATABASE_URL", "postgres://h/db")],
+        ] {
+            let err = Config::from_pairs(pairs.clone()).unwrap_err();
+            assert_eq!(err.var, "SECRETS_KEY", "{pairs:?}");
+            let mut with = pairs.clone();
+            with.push(("SECRETS_KEY", KEY));
+            assert!(Config::from_pairs(with).unwrap().secrets_key.is_some());
+        }
+        // Development on SQLite: none needed (generated beside the file, or ephemeral).
+        assert!(Config::from_pairs([]).unwrap().secrets_key.is_none());
+        let short = "c2hvcnQta2V5LXZhbHVl";
+        let err = Config::from_pairs([("SECRETS_KEY", short)]).unwrap_err();
+        assert_eq!(err.var, "SECRETS_KEY");
+        assert!(!err.to_string().contains(short), "{err}");
+        let err =
+            Config::from_pairs([("SECRETS_KEY", KEY), ("SECRETS_KEY_FILE", "/x")]).unwrap_err();
+        assert_eq!(err.var, "SECRETS_KEY");
+        let err =
+            Config::from_pairs([("SECRETS_KEY_FILE", "/nonexistent/latchkey.key")]).unwrap_err();
+        assert_eq!(err.var, "SECRETS_KEY_FILE");
     }
 }

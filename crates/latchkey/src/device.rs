@@ -41,12 +41,6 @@ impl DeviceKey {
         Some(Self(SecretBox::new(Box::new(arr))))
     }
 
-    pub fn generate_bytes() -> [u8; 32] {
-        let mut b = [0u8; 32];
-        rand::fill(&mut b);
-        b
-    }
-
     fn mac(&self, user: UserId, id: &str) -> Hmac<Sha256> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.0.expose_secret())
             .expect("HMAC takes any key length");

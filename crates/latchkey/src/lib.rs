@@ -39,6 +39,7 @@ pub mod http;
 pub mod oidc;
 pub mod password;
 pub mod ratelimit;
+pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod state;

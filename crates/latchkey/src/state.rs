@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use secrecy::ExposeSecret as _;
 
 use crate::clock::{ms, now_ms};
 use crate::config::Config;
@@ -12,6 +13,7 @@ use crate::oidc::GoogleProvider;
 use crate::oidc::state_cookie::StateSealer;
 use crate::password::PasswordHasher;
 use crate::ratelimit::{Limits, MemoryLimiter, RateLimiter};
+use crate::secrets::{self, SecretsKey};
 use crate::session::profiles::ProfileCache;
 use crate::session::revocation::Revocations;
 use crate::store::{self, Store, StoreError};
@@ -29,6 +31,9 @@ pub enum StartError {
     Password(#[from] crate::password::HashError),
     #[error("google sign-in: {0}")]
     Google(String),
+    /// `SECRETS_KEY` is missing, wrong, or does not open what the database holds.
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretsError),
 }
 
 /// Shared state of a running latchkey. Cheap to clone.
@@ -45,6 +50,7 @@ struct Inner {
     limiter: Limits,
     refresh_secret: RefreshSecret,
     device_key: DeviceKey,
+    secrets_key: SecretsKey,
     metrics: PrometheusHandle,
     /// Google sign-in, when configured. Makes no network call until first used.
     google: Option<Arc<GoogleProvider>>,
@@ -77,17 +83,18 @@ impl AppState {
 
     /// Like [`AppState::start`] with an already opened, migrated store.
     pub async fn with_store(config: Config, store: Arc<dyn Store>) -> Result<Self, StartError> {
-        let keys = KeyRing::load(store.clone(), config.access_ttl).await?;
-        let secret = store
-            .server_secret("refresh_hmac", &RefreshSecret::generate_bytes())
-            .await?;
-        let refresh_secret = RefreshSecret::from_bytes(&secret).ok_or_else(|| {
-            StoreError::Other("stored refresh secret has the wrong length".into())
-        })?;
+        // Before anything reads a secret: the key, checked; old rows in clear sealed.
+        let secrets_key = secrets::prepare(&config, &*store).await?;
+        let keys = KeyRing::load(store.clone(), secrets_key.clone(), config.access_ttl).await?;
+        let secret = secrets::server_secret(&*store, &secrets_key, "refresh_hmac", 32).await?;
+        let refresh_secret =
+            RefreshSecret::from_bytes(secret.expose_secret()).ok_or_else(|| {
+                StoreError::Other("stored refresh secret has the wrong length".into())
+            })?;
         let device_key = DeviceKey::from_bytes(
-            &store
-                .server_secret("device_cookie_key", &DeviceKey::generate_bytes())
-                .await?,
+            secrets::server_secret(&*store, &secrets_key, "device_cookie_key", 32)
+                .await?
+                .expose_secret(),
         )
         .ok_or_else(|| StoreError::Other("stored device-cookie key has the wrong length".into()))?;
         let horizon = ms(config.access_ttl) + (LEEWAY_SECS as i64) * 1000 + ms(RETIRED_KEY_MARGIN);
@@ -99,11 +106,16 @@ impl AppState {
         let hasher = PasswordHasher::new(config.password, cores)?;
         let google = match &config.google {
             Some(g) => {
-                let key = store
-                    .server_secret("oauth_state_key", &StateSealer::generate_key())
-                    .await?;
+                let key = secrets::server_secret(
+                    &*store,
+                    &secrets_key,
+                    "oauth_state_key",
+                    StateSealer::KEY_LEN,
+                )
+                .await?;
                 Some(Arc::new(
-                    GoogleProvider::new(g, &config.public_url, &key).map_err(StartError::Google)?,
+                    GoogleProvider::new(g, &config.public_url, key.expose_secret())
+                        .map_err(StartError::Google)?,
                 ))
             }
             None => None,
@@ -122,6 +134,7 @@ impl AppState {
             hasher,
             refresh_secret,
             device_key,
+            secrets_key,
             metrics: metrics_handle(),
             verified_tokens: VerifiedTokens::default(),
             profiles: ProfileCache::default(),
@@ -200,6 +213,10 @@ impl AppState {
     /// The key device cookies are signed with (see `device`).
     pub fn device_key(&self) -> &DeviceKey {
         &self.0.device_key
+    }
+    /// The key that seals the secrets this instance stores (e.g. a rotated signing key).
+    pub fn secrets_key(&self) -> &SecretsKey {
+        &self.0.secrets_key
     }
     /// Recently served `/api/v1/me` answers (see `session::profiles`).
     pub fn profiles(&self) -> &ProfileCache {

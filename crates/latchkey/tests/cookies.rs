@@ -59,6 +59,7 @@ async fn app_in(production: bool) -> TestApp {
             let mut p = latchkey::Config::from_pairs([
                 ("ENV", "production"),
                 ("PUBLIC_URL", "https://auth.example"),
+                ("SECRETS_KEY", common::TEST_SECRETS_KEY),
             ])
             .unwrap();
             p.database_url = url;

@@ -81,7 +81,12 @@ impl Db {
 }
 
 fn config(url: &str) -> Config {
-    let mut c = Config::from_pairs([("DATABASE_URL", url)]).expect("valid test config");
+    // Every instance the same SECRETS_KEY (required with PostgreSQL).
+    let mut c = Config::from_pairs([
+        ("DATABASE_URL", url),
+        ("SECRETS_KEY", common::TEST_SECRETS_KEY),
+    ])
+    .expect("valid test config");
     c.password = latchkey::config::PasswordParams {
         m_cost_kib: 64,
         t_cost: 1,
@@ -412,9 +417,13 @@ async fn key_rotated_through_one_instance_verifies_and_signs_on_all() {
     let old_kid = kid_of(old_jar.access.as_deref().unwrap());
 
     let cfg = apps[0].state.config().clone();
-    let key = latchkey::tokens::keys::KeyRing::rotate(apps[0].state.store(), cfg.access_ttl)
-        .await
-        .unwrap();
+    let key = latchkey::tokens::keys::KeyRing::rotate(
+        apps[0].state.store(),
+        apps[0].state.secrets_key(),
+        cfg.access_ttl,
+    )
+    .await
+    .unwrap();
     apps[0].state.keys().reload().await.unwrap();
     assert_ne!(key.kid, old_kid);
 

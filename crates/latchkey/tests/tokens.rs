@@ -1,11 +1,13 @@
 //! SPEC 4: access tokens — what is accepted, and every forgery that must not be.
 
+mod at_rest;
 mod common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
 
 fn b64(v: &Value) -> String {
@@ -44,12 +46,17 @@ impl Ctx {
 
     /// A token of another Ed25519 key (an attacker's).
     fn sign_foreign(&self, claims: &Value, tweak: impl FnOnce(&mut Header)) -> String {
-        let rec = latchkey::tokens::keys::generate_key(0).unwrap();
+        let rec = latchkey::tokens::keys::generate_key().unwrap();
         let mut h = Header::new(Algorithm::EdDSA);
         h.typ = Some("at+jwt".into());
         h.kid = Some(rec.kid.clone());
         tweak(&mut h);
-        jsonwebtoken::encode(&h, claims, &EncodingKey::from_ed_der(&rec.private_der)).unwrap()
+        jsonwebtoken::encode(
+            &h,
+            claims,
+            &EncodingKey::from_ed_der(rec.private_der.expose_secret()),
+        )
+        .unwrap()
     }
 
     fn with(&self, k: &str, v: Value) -> Value {
@@ -205,7 +212,7 @@ async fn unknown_kid_and_embedded_keys_are_refused() {
     )
     .await;
     // An attacker's key announced in the header itself must be ignored.
-    let rec = latchkey::tokens::keys::generate_key(0).unwrap();
+    let rec = latchkey::tokens::keys::generate_key().unwrap();
     let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&rec.public_key), "kid": rec.kid})).unwrap();
     let with_jwk = c.sign_foreign(&c.claims, |h| h.jwk = Some(jwk.clone()));
     c.refused(&with_jwk, "token_invalid", "jwk header").await;
@@ -351,6 +358,7 @@ async fn rotated_key_keeps_verifying_old_tokens_and_signs_new_ones() {
         .unwrap();
     let new = latchkey::tokens::keys::KeyRing::rotate(
         c.app.state.store(),
+        c.app.state.secrets_key(),
         c.app.state.config().access_ttl,
     )
     .await

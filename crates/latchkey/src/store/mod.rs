@@ -133,11 +133,60 @@ pub enum TokenMatch {
     Retired,
 }
 
-/// A signing key as stored (private key as PKCS#8 DER).
+/// A secret as the store keeps it: bytes sealed by [`crate::secrets`] and the id of the key
+/// that sealed them. `key_id` is `None` only for a row written in clear by a version before
+/// sealing; such rows are sealed in place at start. `Debug` shows neither the bytes nor
+/// their length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSecret {
+    pub key_id: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The tables whose rows hold a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SecretTable {
+    /// `signing_keys.private_der`, by `kid`.
+    SigningKeys,
+    /// `server_secrets.value`, by `name`.
+    ServerSecrets,
+}
+
+impl SecretTable {
+    /// The table's name (also part of what a sealed value is bound to).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecretTable::SigningKeys => "signing_keys",
+            SecretTable::ServerSecrets => "server_secrets",
+        }
+    }
+}
+
+/// One stored secret and the row that holds it.
+#[derive(Debug, Clone)]
+pub struct SecretRow {
+    pub table: SecretTable,
+    /// The row's key: `kid` or the secret's name.
+    pub name: String,
+    pub secret: StoredSecret,
+}
+
+/// How [`Store::reseal_secrets`] rewrites one row: its replacement, or `None` to leave it.
+pub type Resealer<'a> = dyn Fn(&SecretRow) -> Result<Option<StoredSecret>> + Send + Sync + 'a;
+
+/// A signing key as stored: the private key (PKCS#8 DER) sealed, the public key in clear.
 #[derive(Clone)]
 pub struct KeyRecord {
     pub kid: String,
-    pub private_der: Vec<u8>,
+    pub private: StoredSecret,
     pub public_key: Vec<u8>,
     pub created_at: i64,
     pub retired_at: Option<i64>,
@@ -247,7 +296,10 @@ pub trait Store: Send + Sync + 'static {
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>>;
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>>;
-    /// Inserts a key; when `retire_others_at` is set, marks every other unretired key retired.
+    /// Inserts a key; when `retire_others_at` is set, marks every other unretired key retired
+    /// in the same transaction. At most one key is unretired at a time (a unique index):
+    /// without `retire_others_at`, [`StoreError::Conflict`] when another key is in force —
+    /// so instances starting together on an empty database agree on one first key.
     async fn insert_signing_key(
         &self,
         key: &KeyRecord,
@@ -257,7 +309,16 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_signing_keys(&self, before: i64) -> Result<u64>;
     /// The named server secret; `candidate` is stored first if none exists (first writer
     /// wins, so concurrent first starts agree).
-    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>>;
+    async fn server_secret(&self, name: &str, candidate: &StoredSecret) -> Result<StoredSecret>;
+    /// Deletes the named server secret; false when there was none.
+    async fn delete_server_secret(&self, name: &str) -> Result<bool>;
+    /// Every stored secret: the private part of each signing key and every server secret.
+    async fn secret_rows(&self) -> Result<Vec<SecretRow>>;
+    /// Rewrites stored secrets in one transaction that holds them locked (instances starting
+    /// at once take turns): `reseal` sees every row, in (table, name) order, and returns its
+    /// replacement or `None`. An error from it rolls everything back. Returns how many rows
+    /// changed.
+    async fn reseal_secrets(&self, reseal: &Resealer<'_>) -> Result<u64>;
 
     /// A rate limiter shared by every instance on this store, if the backend offers one;
     /// `None` (the default) means each instance limits in memory.

@@ -23,8 +23,8 @@ use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
 use super::{
-    KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash,
-    TokenMatch, UserRecord, classify, hash_from_vec,
+    KeyRecord, NewIdentity, NewUser, Resealer, Result, SecretRow, SecretTable, SessionRecord,
+    Store, StoreError, StoredSecret, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec,
 };
 use crate::config::{Quota, RateLimits};
 use crate::domain::{Email, SessionId, UserId};
@@ -523,17 +523,17 @@ impl Store for PostgresStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
-        let rows: Vec<(String, Vec<u8>, Vec<u8>, i64, Option<i64>)> =
-            sqlx::query_as("SELECT kid, private_der, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
+        type Row = (String, Vec<u8>, Option<String>, Vec<u8>, i64, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as("SELECT kid, private_der, key_id, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(rows
             .into_iter()
             .map(
-                |(kid, private_der, public_key, created_at, retired_at)| KeyRecord {
+                |(kid, bytes, key_id, public_key, created_at, retired_at)| KeyRecord {
                     kid,
-                    private_der,
+                    private: StoredSecret { key_id, bytes },
                     public_key,
                     created_at,
                     retired_at,
@@ -551,9 +551,12 @@ impl Store for PostgresStore {
                 .await
                 .map_err(classify)?;
         }
-        sqlx::query("INSERT INTO signing_keys (kid, private_der, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, NULL)")
+        // A concurrent first key makes this wait for its commit, then fail on the
+        // one-active-key index (Conflict): the caller reads back the winner.
+        sqlx::query("INSERT INTO signing_keys (kid, private_der, key_id, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, NULL)")
             .bind(&k.kid)
-            .bind(&k.private_der)
+            .bind(&k.private.bytes)
+            .bind(&k.private.key_id)
             .bind(&k.public_key)
             .bind(k.created_at)
             .execute(&mut *tx)
@@ -573,27 +576,98 @@ impl Store for PostgresStore {
         Ok(r.rows_affected())
     }
 
-    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
+    async fn server_secret(&self, name: &str, candidate: &StoredSecret) -> Result<StoredSecret> {
         // A concurrent first writer makes this INSERT wait for its commit, then do nothing;
         // the SELECT (a new snapshot) then reads the winner's value.
-        sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING")
+        sqlx::query("INSERT INTO server_secrets (name, value, key_id, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING")
             .bind(name)
-            .bind(candidate)
+            .bind(&candidate.bytes)
+            .bind(&candidate.key_id)
             .bind(crate::clock::now_ms())
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        let (v,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM server_secrets WHERE name = $1")
+        let (bytes, key_id): (Vec<u8>, Option<String>) =
+            sqlx::query_as("SELECT value, key_id FROM server_secrets WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(StoredSecret { key_id, bytes })
+    }
+
+    async fn delete_server_secret(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM server_secrets WHERE name = $1")
             .bind(name)
-            .fetch_one(&self.pool)
+            .execute(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(v)
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
+        pg_secret_rows(&self.pool).await
+    }
+
+    async fn reseal_secrets(&self, reseal: &Resealer<'_>) -> Result<u64> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        // Self-exclusive, readers unaffected: a concurrent reseal (another instance starting,
+        // `secrets rotate`) or a new secret waits for this commit, and then sees its rows.
+        sqlx::query("LOCK TABLE signing_keys, server_secrets IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let mut changed = 0;
+        for row in pg_secret_rows(&mut *tx).await? {
+            let Some(new) = reseal(&row)? else { continue };
+            let q = match row.table {
+                SecretTable::SigningKeys => {
+                    "UPDATE signing_keys SET private_der = $1, key_id = $2 WHERE kid = $3"
+                }
+                SecretTable::ServerSecrets => {
+                    "UPDATE server_secrets SET value = $1, key_id = $2 WHERE name = $3"
+                }
+            };
+            sqlx::query(q)
+                .bind(&new.bytes)
+                .bind(&new.key_id)
+                .bind(&row.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            changed += 1;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(changed)
     }
 
     fn rate_limiter(&self, limits: RateLimits) -> Option<Arc<dyn RateLimiter>> {
         Some(Arc::new(PgRateLimiter::new(self.pool.clone(), limits)))
     }
+}
+
+async fn pg_secret_rows<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
+) -> Result<Vec<SecretRow>> {
+    let rows: Vec<(i32, String, Vec<u8>, Option<String>)> = sqlx::query_as(
+        "SELECT 0, kid, private_der, key_id FROM signing_keys \
+         UNION ALL SELECT 1, name, value, key_id FROM server_secrets ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+    .map_err(classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, name, bytes, key_id)| SecretRow {
+            table: if t == 0 {
+                SecretTable::SigningKeys
+            } else {
+                SecretTable::ServerSecrets
+            },
+            name,
+            secret: StoredSecret { key_id, bytes },
+        })
+        .collect())
 }
 
 /// Rate limits shared by every instance on the database: GCRA, one row per (bucket, key)

@@ -2,6 +2,7 @@
 //! single statement (rotation is a compare-and-swap `UPDATE`), so no transaction ever has
 //! to upgrade a read lock.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -11,8 +12,8 @@ use sqlx::sqlite::{
 };
 
 use super::{
-    KeyRecord, NewIdentity, NewUser, Result, SessionRecord, Store, StoreError, TokenHash,
-    TokenMatch, UserRecord, classify, hash_from_vec,
+    KeyRecord, NewIdentity, NewUser, Resealer, Result, SecretRow, SecretTable, SessionRecord,
+    Store, StoreError, StoredSecret, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec,
 };
 use crate::domain::{Email, SessionId, UserId};
 
@@ -116,10 +117,56 @@ async fn insert_user<'e>(
 
 const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip";
 
+/// The database file `url` names; `None` for an in-memory database.
+pub fn database_file(url: &str) -> Option<PathBuf> {
+    let opts = SqliteConnectOptions::from_str(url).ok()?;
+    let memory = url.contains(":memory:") || url.contains("mode=memory");
+    (!memory).then(|| opts.get_filename().to_path_buf())
+}
+
+/// The database and its `-wal`/`-shm` files are for this user only (SPEC 8): the file is
+/// created 0600 before SQLite opens it (SQLite gives `-wal` and `-shm` the database file's
+/// mode), and files left more open by older versions are narrowed.
+fn restrict_file_modes(db: &Path) -> Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let io = |e: std::io::Error| StoreError::Other(format!("{}: {e}", db.display()).into());
+    if !db.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(db)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = Path::new(&name);
+        match std::fs::metadata(path) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://PATH` or `sqlite::memory:`).
+    /// Opens (creating if missing, mode 0600) the database at `url` (`sqlite://PATH` or
+    /// `sqlite::memory:`).
     pub async fn connect(url: &str) -> Result<Self> {
         let memory = url.contains(":memory:");
+        if let Some(file) = database_file(url) {
+            restrict_file_modes(&file)?;
+        }
         let opts = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Other(Box::new(e)))?
             .create_if_missing(true)
@@ -522,17 +569,17 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
-        let rows: Vec<(String, Vec<u8>, Vec<u8>, i64, Option<i64>)> =
-            sqlx::query_as("SELECT kid, private_der, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid")
-                .fetch_all(&self.pool)
-                .await
-                .map_err(classify)?;
+        type Row = (String, Vec<u8>, Option<String>, Vec<u8>, i64, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as("SELECT kid, private_der, key_id, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
         Ok(rows
             .into_iter()
             .map(
-                |(kid, private_der, public_key, created_at, retired_at)| KeyRecord {
+                |(kid, bytes, key_id, public_key, created_at, retired_at)| KeyRecord {
                     kid,
-                    private_der,
+                    private: StoredSecret { key_id, bytes },
                     public_key,
                     created_at,
                     retired_at,
@@ -554,9 +601,10 @@ impl Store for SqliteStore {
                 .await
                 .map_err(classify)?;
         }
-        sqlx::query("INSERT INTO signing_keys (kid, private_der, public_key, created_at, retired_at) VALUES (?, ?, ?, ?, NULL)")
+        sqlx::query("INSERT INTO signing_keys (kid, private_der, key_id, public_key, created_at, retired_at) VALUES (?, ?, ?, ?, ?, NULL)")
             .bind(&k.kid)
-            .bind(&k.private_der)
+            .bind(&k.private.bytes)
+            .bind(&k.private.key_id)
             .bind(&k.public_key)
             .bind(k.created_at)
             .execute(&mut *tx)
@@ -575,20 +623,66 @@ impl Store for SqliteStore {
         Ok(r.rows_affected())
     }
 
-    async fn server_secret(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>> {
-        sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING")
+    async fn server_secret(&self, name: &str, candidate: &StoredSecret) -> Result<StoredSecret> {
+        sqlx::query("INSERT INTO server_secrets (name, value, key_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING")
             .bind(name)
-            .bind(candidate)
+            .bind(&candidate.bytes)
+            .bind(&candidate.key_id)
             .bind(crate::clock::now_ms())
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        let (v,): (Vec<u8>,) = sqlx::query_as("SELECT value FROM server_secrets WHERE name = ?")
+        let (bytes, key_id): (Vec<u8>, Option<String>) =
+            sqlx::query_as("SELECT value, key_id FROM server_secrets WHERE name = ?")
+                .bind(name)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)?;
+        Ok(StoredSecret { key_id, bytes })
+    }
+
+    async fn delete_server_secret(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query("DELETE FROM server_secrets WHERE name = ?")
             .bind(name)
-            .fetch_one(&self.pool)
+            .execute(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(v)
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
+        secret_rows(&self.pool).await
+    }
+
+    async fn reseal_secrets(&self, reseal: &Resealer<'_>) -> Result<u64> {
+        // IMMEDIATE: the write lock from the start, so a concurrent start waits for ours.
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        let mut changed = 0;
+        for row in secret_rows(&mut *tx).await? {
+            let Some(new) = reseal(&row)? else { continue };
+            let q = match row.table {
+                SecretTable::SigningKeys => {
+                    "UPDATE signing_keys SET private_der = ?, key_id = ? WHERE kid = ?"
+                }
+                SecretTable::ServerSecrets => {
+                    "UPDATE server_secrets SET value = ?, key_id = ? WHERE name = ?"
+                }
+            };
+            sqlx::query(q)
+                .bind(&new.bytes)
+                .bind(&new.key_id)
+                .bind(&row.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            changed += 1;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(changed)
     }
 }
 
@@ -600,4 +694,28 @@ fn parse_session_ids(rows: Vec<(String,)>) -> Result<Vec<SessionId>> {
                 .map_err(|_| StoreError::Other("stored session id is not a UUID".into()))
         })
         .collect()
+}
+
+async fn secret_rows<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
+) -> Result<Vec<SecretRow>> {
+    let rows: Vec<(i64, String, Vec<u8>, Option<String>)> = sqlx::query_as(
+        "SELECT 0, kid, private_der, key_id FROM signing_keys \
+         UNION ALL SELECT 1, name, value, key_id FROM server_secrets ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+    .map_err(classify)?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, name, bytes, key_id)| SecretRow {
+            table: if t == 0 {
+                SecretTable::SigningKeys
+            } else {
+                SecretTable::ServerSecrets
+            },
+            name,
+            secret: StoredSecret { key_id, bytes },
+        })
+        .collect())
 }

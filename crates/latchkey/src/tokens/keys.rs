@@ -11,18 +11,23 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::pkcs8::EncodePrivateKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use jsonwebtoken::{DecodingKey, EncodingKey};
+use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 
 use crate::clock::{ms, now_ms};
-use crate::store::{KeyRecord, Store, StoreError};
+use crate::secrets::{SecretsError, SecretsKey};
+use crate::store::{KeyRecord, SecretTable, Store, StoreError};
 
 /// Extra time a retired key keeps verifying, beyond the access-token lifetime.
 pub const RETIRED_KEY_MARGIN: Duration = Duration::from_secs(120);
 /// An unknown `kid` reloads the key set at most this often (a forged `kid` cannot make
 /// every request hit the store).
 const UNKNOWN_KID_RELOAD_EVERY: Duration = Duration::from_secs(5);
+
+/// The server secret in which versions before issue 9 kept the first key's seed.
+const LEGACY_SEED: &str = "initial_signing_key_seed";
 
 /// The keys in force at one moment.
 pub struct KeySet {
@@ -36,33 +41,76 @@ pub struct KeySet {
 #[derive(Clone)]
 pub struct KeyRing {
     store: Arc<dyn Store>,
+    secrets: SecretsKey,
     access_ttl: Duration,
     current: Arc<RwLock<Arc<KeySet>>>,
     last_unknown_reload: Arc<Mutex<Option<Instant>>>,
 }
 
-/// A freshly generated key record.
-pub fn generate_key(now: i64) -> Result<KeyRecord, StoreError> {
-    let mut seed = [0u8; 32];
-    rand::fill(&mut seed);
-    key_from_seed(&seed, now)
+/// A freshly generated Ed25519 key, in clear. It exists only in memory: the store gets it
+/// sealed ([`GeneratedKey::sealed`]).
+pub struct GeneratedKey {
+    pub kid: String,
+    pub public_key: Vec<u8>,
+    /// PKCS#8 DER.
+    pub private_der: SecretSlice<u8>,
 }
 
-/// The key an Ed25519 seed determines.
-fn key_from_seed(seed: &[u8; 32], now: i64) -> Result<KeyRecord, StoreError> {
-    let sk = ed25519_dalek::SigningKey::from_bytes(seed);
+impl GeneratedKey {
+    /// The record the store keeps: the private key sealed under `secrets`.
+    pub fn sealed(&self, secrets: &SecretsKey, now: i64) -> KeyRecord {
+        KeyRecord {
+            kid: self.kid.clone(),
+            private: secrets.seal(
+                SecretTable::SigningKeys,
+                &self.kid,
+                self.private_der.expose_secret(),
+            ),
+            public_key: self.public_key.clone(),
+            created_at: now,
+            retired_at: None,
+        }
+    }
+}
+
+/// The `kid` of a public key.
+fn kid_of(public_key: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(&Sha256::digest(public_key)[..12])
+}
+
+/// A fresh random key. Seeds are never kept (issue 9, finding 8): the seed lives only in
+/// this function and in the sealed private key.
+pub fn generate_key() -> Result<GeneratedKey, StoreError> {
+    let mut seed = [0u8; 32];
+    rand::fill(&mut seed);
+    let sk = ed25519_dalek::SigningKey::from_bytes(&seed);
+    seed.fill(0);
     let der = sk
         .to_pkcs8_der()
         .map_err(|e| StoreError::Other(Box::new(e)))?;
     let public_key = sk.verifying_key().to_bytes().to_vec();
-    let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(&public_key)[..12]);
-    Ok(KeyRecord {
-        kid,
-        private_der: der.as_bytes().to_vec(),
+    Ok(GeneratedKey {
+        kid: kid_of(&public_key),
+        private_der: SecretSlice::from(der.as_bytes().to_vec()),
         public_key,
-        created_at: now,
-        retired_at: None,
     })
+}
+
+/// Opens a stored key and checks that its public half is the one stored beside it: only
+/// keys sealed under `SECRETS_KEY` are trusted, so write access to the database alone
+/// cannot add a verifying key either.
+fn open_key(secrets: &SecretsKey, k: &KeyRecord) -> Result<SecretSlice<u8>, SecretsError> {
+    let der = secrets.open(SecretTable::SigningKeys, &k.kid, &k.private)?;
+    let matches = ed25519_dalek::SigningKey::from_pkcs8_der(der.expose_secret())
+        .is_ok_and(|sk| sk.verifying_key().as_bytes()[..] == k.public_key[..])
+        && kid_of(&k.public_key) == k.kid;
+    if !matches {
+        return Err(SecretsError::Damaged {
+            table: SecretTable::SigningKeys.as_str(),
+            name: k.kid.clone(),
+        });
+    }
+    Ok(der)
 }
 
 fn jwk(k: &KeyRecord) -> serde_json::Value {
@@ -74,10 +122,20 @@ fn jwk(k: &KeyRecord) -> serde_json::Value {
 
 impl KeyRing {
     /// Loads the keys, creating the first one if the store has none.
-    pub async fn load(store: Arc<dyn Store>, access_ttl: Duration) -> Result<Self, StoreError> {
-        let set = Self::build(&*store, access_ttl, true).await?;
+    pub async fn load(
+        store: Arc<dyn Store>,
+        secrets: SecretsKey,
+        access_ttl: Duration,
+    ) -> Result<Self, StoreError> {
+        // Versions before issue 9 kept the first key's seed; the first key is now agreed on
+        // without one (see `build`), so it is only a liability.
+        if store.delete_server_secret(LEGACY_SEED).await? {
+            tracing::info!("deleted the stored seed of the first signing key");
+        }
+        let set = Self::build(&*store, &secrets, access_ttl, true).await?;
         Ok(Self {
             store,
+            secrets,
             access_ttl,
             current: Arc::new(RwLock::new(Arc::new(set))),
             last_unknown_reload: Arc::new(Mutex::new(None)),
@@ -86,6 +144,7 @@ impl KeyRing {
 
     async fn build(
         store: &dyn Store,
+        secrets: &SecretsKey,
         access_ttl: Duration,
         create: bool,
     ) -> Result<KeySet, StoreError> {
@@ -96,17 +155,10 @@ impl KeyRing {
                 return Err(StoreError::Other("no signing key in the store".into()));
             }
             // Instances starting together on an empty database must agree on one first key
-            // (or each would sign with a key the others do not know yet): its seed is a
-            // server secret, which the store hands out first-writer-wins.
-            let mut candidate = [0u8; 32];
-            rand::fill(&mut candidate);
-            let seed: [u8; 32] = store
-                .server_secret("initial_signing_key_seed", &candidate)
-                .await?
-                .try_into()
-                .map_err(|_| StoreError::Other("stored key seed has the wrong length".into()))?;
+            // (or each would sign with a key the others do not know yet): each offers its
+            // own, the store keeps at most one unretired key, and all read back the winner.
             match store
-                .insert_signing_key(&key_from_seed(&seed, now)?, None)
+                .insert_signing_key(&generate_key()?.sealed(secrets, now), None)
                 .await
             {
                 Ok(()) | Err(StoreError::Conflict) => {}
@@ -115,15 +167,26 @@ impl KeyRing {
             records = store.signing_keys().await?;
         }
         let keep_until = ms(access_ttl) + ms(RETIRED_KEY_MARGIN);
-        let live: Vec<&KeyRecord> = records
+        let mut live: Vec<&KeyRecord> = Vec::new();
+        for k in records
             .iter()
             .filter(|k| k.retired_at.is_none_or(|r| r + keep_until > now))
-            .collect();
+        {
+            match open_key(secrets, k) {
+                Ok(_) => live.push(k),
+                // Not ours: never trusted. Fatal below if it is the one we would sign with.
+                Err(e) if k.retired_at.is_some() => {
+                    tracing::warn!(kid = %k.kid, error = %e, "ignoring a signing key that does not open")
+                }
+                Err(e) => return Err(StoreError::Other(Box::new(e))),
+            }
+        }
         let signer = live
             .iter()
             .filter(|k| k.retired_at.is_none())
             .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
             .ok_or_else(|| StoreError::Other("no signing key".into()))?;
+        let signer_der = open_key(secrets, signer).map_err(|e| StoreError::Other(Box::new(e)))?;
         let verifying = live
             .iter()
             .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key)))
@@ -132,7 +195,7 @@ impl KeyRing {
         Ok(KeySet {
             signing: (
                 signer.kid.clone(),
-                EncodingKey::from_ed_der(&signer.private_der),
+                EncodingKey::from_ed_der(signer_der.expose_secret()),
             ),
             verifying,
             jwks,
@@ -149,7 +212,7 @@ impl KeyRing {
 
     /// Re-reads the store (periodically, and after a rotation).
     pub async fn reload(&self) -> Result<(), StoreError> {
-        let set = Arc::new(Self::build(&*self.store, self.access_ttl, false).await?);
+        let set = Arc::new(Self::build(&*self.store, &self.secrets, self.access_ttl, false).await?);
         match self.current.write() {
             Ok(mut g) => *g = set,
             Err(p) => *p.into_inner() = set,
@@ -174,9 +237,13 @@ impl KeyRing {
 
     /// Generates a new signing key, retires the others (they keep verifying until their
     /// tokens expire) and prunes keys past that.
-    pub async fn rotate(store: &dyn Store, access_ttl: Duration) -> Result<KeyRecord, StoreError> {
+    pub async fn rotate(
+        store: &dyn Store,
+        secrets: &SecretsKey,
+        access_ttl: Duration,
+    ) -> Result<KeyRecord, StoreError> {
         let now = now_ms();
-        let key = generate_key(now)?;
+        let key = generate_key()?.sealed(secrets, now);
         store.insert_signing_key(&key, Some(now)).await?;
         store
             .prune_signing_keys(now - ms(access_ttl) - ms(RETIRED_KEY_MARGIN))

@@ -10,6 +10,9 @@ use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
 
 pub const PASSWORD: &str = "correct horse battery";
+/// The `SECRETS_KEY` of every test instance (required with PostgreSQL; every instance on one
+/// database needs the same).
+pub const TEST_SECRETS_KEY: &str = "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=";
 
 /// A running latchkey.
 pub struct TestApp {
@@ -48,7 +51,11 @@ async fn fresh_postgres(admin: &str) -> String {
 /// A test configuration: development mode, cheap Argon2, fast polling.
 pub async fn test_config() -> Config {
     let url = fresh_database_url().await;
-    let mut c = Config::from_pairs([("DATABASE_URL", url.as_str())]).expect("valid test config");
+    let mut c = Config::from_pairs([
+        ("DATABASE_URL", url.as_str()),
+        ("SECRETS_KEY", TEST_SECRETS_KEY),
+    ])
+    .expect("valid test config");
     c.password = latchkey::config::PasswordParams {
         m_cost_kib: 64,
         t_cost: 1,
