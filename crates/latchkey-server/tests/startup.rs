@@ -399,7 +399,7 @@ fn finding_5_secrets_rotate_reseals_and_only_the_new_key_starts() {
 
     let (code, out, err) = run(&dir, &["secrets", "rotate", "--new-key-file", &k2s], &vars1);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("re-sealed 2 secret(s)"), "{out}");
+    assert!(out.contains("re-sealed 3 secret(s)"), "{out}");
     assert_eq!(mode(&k2), 0o600, "the new key file is private");
 
     let vars2 = [

@@ -391,7 +391,7 @@ async fn finding_8_no_key_seed_is_kept() {
     let raw = Raw::live(&url).await;
     assert_eq!(
         raw.server_secret_names().await,
-        ["refresh_hmac"],
+        ["device_cookie_key", "refresh_hmac"],
         "server secrets after the first start"
     );
     latchkey::tokens::keys::KeyRing::rotate(
@@ -401,6 +401,9 @@ async fn finding_8_no_key_seed_is_kept() {
     )
     .await
     .unwrap();
-    assert_eq!(raw.server_secret_names().await, ["refresh_hmac"]);
+    assert_eq!(
+        raw.server_secret_names().await,
+        ["device_cookie_key", "refresh_hmac"]
+    );
     raw.close().await;
 }
