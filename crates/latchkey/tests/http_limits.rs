@@ -335,3 +335,93 @@ async fn security_headers_and_hsts_in_production_only() {
         "max-age=31536000"
     );
 }
+
+/// Finding 3 (issue 9): a flood of abandoned logins neither queues without bound nor is
+/// hashed after its clients left (SPEC 8).
+mod finding_3_hash_queue {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use super::common::*;
+    use latchkey::config::{PasswordParams, Quota};
+    use serde_json::json;
+    use tokio::io::AsyncWriteExt;
+
+    /// Sends a login from `ip` and hangs up 5 ms later, before any answer.
+    async fn abandoned_login(server: SocketAddr, ip: Ipv4Addr, n: usize) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(ip.into(), 0)).unwrap();
+        let Ok(mut stream) = socket.connect(server).await else {
+            return;
+        };
+        let body = json!({"email": format!("flood{n}@example.com"), "password": "not the password"})
+            .to_string();
+        let req = format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(req.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finding_3_abandoned_login_flood_does_not_delay_a_real_login() {
+        let app = spawn_with(|c| {
+            // Production cost, so that 600 hashes are a real backlog (≈ 15 s on 2 cores).
+            c.password = PasswordParams::default();
+            let open = Quota {
+                burst: 100_000,
+                period: Duration::from_millis(1),
+            };
+            c.rate_limits.auth_per_ip = open;
+            c.rate_limits.auth_per_email = open;
+        })
+        .await;
+        app.signup("real@example.com").await;
+
+        let flood: Vec<_> = (0..20u8)
+            .map(|i| {
+                let server = app.addr;
+                tokio::spawn(async move {
+                    let ip = Ipv4Addr::new(127, 0, 0, 2 + i);
+                    for n in 0..30 {
+                        abandoned_login(server, ip, usize::from(i) * 30 + n).await;
+                    }
+                })
+            })
+            .collect();
+        for f in flood {
+            f.await.unwrap();
+        }
+        let flood_end = Instant::now();
+
+        let started = Instant::now();
+        let res = app
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": "real@example.com", "password": PASSWORD}),
+            )
+            .await;
+        let took = started.elapsed();
+        let status = res.status().as_u16();
+        if status == 503 {
+            assert!(res.headers().contains_key("retry-after"), "503 without Retry-After");
+            assert_problem(res, 503, "overloaded").await;
+        } else {
+            assert_eq!(status, 200, "the real login");
+        }
+        assert!(took < Duration::from_millis(500), "the real login took {took:?} after the flood");
+
+        // Nobody waits for the flood's hashes: the threads go idle at once.
+        let hasher = app.state.hasher();
+        while hasher.in_flight() > 0 {
+            assert!(
+                flood_end.elapsed() < Duration::from_secs(1),
+                "{} hashes still in flight a second after the flood",
+                hasher.in_flight()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        app.login("real@example.com").await;
+    }
+}
