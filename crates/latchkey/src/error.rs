@@ -180,8 +180,8 @@ impl IntoResponse for ApiError {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }
-        if let ApiError::RateLimited { retry_after_secs } | ApiError::Overloaded { retry_after_secs } =
-            self
+        if let ApiError::RateLimited { retry_after_secs }
+        | ApiError::Overloaded { retry_after_secs } = self
         {
             h.insert(
                 header::RETRY_AFTER,

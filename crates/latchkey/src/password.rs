@@ -242,9 +242,7 @@ impl PasswordHasher {
         })
         .map_err(|_| HashError::Join)??;
         let threads = concurrency.max(1);
-        let queue = queue
-            .unwrap_or(threads * DEFAULT_QUEUE_PER_THREAD)
-            .max(1);
+        let queue = queue.unwrap_or(threads * DEFAULT_QUEUE_PER_THREAD).max(1);
         let pool = Arc::new(Pool {
             state: Mutex::new(Queue {
                 jobs: VecDeque::new(),
@@ -483,7 +481,10 @@ mod tests {
     async fn finding_12_idle_threads_free_their_argon2_memory() {
         let h = PasswordHasher::start(TINY, 1, None, Duration::from_millis(200)).unwrap();
         let capacity = || h.submit(|| BLOCKS.with(|b| b.borrow().capacity()));
-        let phc = h.hash(Password::parse("correct horse".into()).unwrap()).await.unwrap();
+        let phc = h
+            .hash(Password::parse("correct horse".into()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(capacity().unwrap().await.unwrap(), 64, "kept while busy");
         assert!(h.verify("correct horse", Some(&phc)).await.unwrap());
         tokio::time::sleep(Duration::from_millis(600)).await;
