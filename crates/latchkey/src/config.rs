@@ -148,6 +148,9 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub log_format: LogFormat,
     pub password: PasswordParams,
+    /// Password hashes that may wait for a hashing thread before login, signup and password
+    /// changes answer 503 `overloaded`; `None`: 16 per thread. No environment variable.
+    pub password_queue: Option<usize>,
     pub rate_limits: RateLimits,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
@@ -432,6 +435,7 @@ impl Config {
             trusted_proxies,
             log_format,
             password: PasswordParams::default(),
+            password_queue: None,
             rate_limits: RateLimits::default(),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),

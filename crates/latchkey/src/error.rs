@@ -55,6 +55,9 @@ pub enum ApiError {
     RequestTimeout,
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] BoxError),
+    /// The password-hashing queue is full (SPEC 8).
+    #[error("Too many sign-ins in progress; retry shortly.")]
+    Overloaded { retry_after_secs: u64 },
     #[error("Internal error.")]
     Internal(#[source] BoxError),
 }
@@ -95,7 +98,7 @@ impl ApiError {
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable(_) | Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +129,7 @@ impl ApiError {
             MethodNotAllowed => "method_not_allowed",
             RequestTimeout => "request_timeout",
             Unavailable(_) => "unavailable",
+            Overloaded { .. } => "overloaded",
             Internal(_) => "internal",
         }
     }
@@ -180,7 +184,9 @@ impl IntoResponse for ApiError {
                 h.insert(header::WWW_AUTHENTICATE, v);
             }
         }
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited { retry_after_secs }
+        | ApiError::Overloaded { retry_after_secs } = self
+        {
             h.insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after_secs.max(1)),
@@ -194,6 +200,18 @@ impl From<crate::store::StoreError> for ApiError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Unavailable(src) => ApiError::Unavailable(src),
+            other => ApiError::Internal(Box::new(other)),
+        }
+    }
+}
+
+impl From<crate::password::HashError> for ApiError {
+    fn from(e: crate::password::HashError) -> Self {
+        match e {
+            // A full queue drains in about a second (password::DEFAULT_QUEUE_PER_THREAD).
+            crate::password::HashError::Overloaded => ApiError::Overloaded {
+                retry_after_secs: 1,
+            },
             other => ApiError::Internal(Box::new(other)),
         }
     }

@@ -103,7 +103,7 @@ impl AppState {
         let cores = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        let hasher = PasswordHasher::new(config.password, cores)?;
+        let hasher = PasswordHasher::with_queue(config.password, cores, config.password_queue)?;
         let google = match &config.google {
             Some(g) => {
                 let key = secrets::server_secret(

@@ -563,3 +563,122 @@ mod finding_2 {
         );
     }
 }
+
+/// Finding 3 (issue 9): a flood of abandoned logins neither queues without bound nor is
+/// hashed after its clients left (SPEC 8).
+mod finding_3_hash_queue {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::{Duration, Instant};
+
+    use super::common::*;
+    use latchkey::config::{PasswordParams, Quota};
+    use secrecy::ExposeSecret;
+    use serde_json::json;
+    use tokio::io::AsyncWriteExt;
+
+    /// Sends a login from `ip` and hangs up 5 ms later, before any answer.
+    async fn abandoned_login(server: SocketAddr, ip: Ipv4Addr, n: usize) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(ip.into(), 0)).unwrap();
+        let Ok(mut stream) = socket.connect(server).await else {
+            return;
+        };
+        let body =
+            json!({"email": format!("flood{n}@example.com"), "password": "not the password"})
+                .to_string();
+        let req = format!(
+            "POST /api/v1/auth/login HTTP/1.1\r\nHost: {server}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(req.as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finding_3_abandoned_login_flood_does_not_delay_a_real_login() {
+        // A file, not `sqlite::memory:`: an abandoned request that is dropped while it holds
+        // the pool's one connection makes sqlx close it, and the in-memory database with it.
+        let dir = std::env::temp_dir().join(format!("latchkey-f3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file_url = format!("sqlite://{}", dir.join("f3.db").display());
+        let app = spawn_with(|c| {
+            if c.database_url
+                .expose_secret()
+                .starts_with("sqlite::memory:")
+            {
+                c.database_url = file_url.as_str().into();
+            }
+            // Production cost, so that 600 hashes are a real backlog (≈ 15 s on 2 cores).
+            c.password = PasswordParams::default();
+            let open = Quota {
+                burst: 100_000,
+                period: Duration::from_millis(1),
+            };
+            c.rate_limits.auth_per_ip = open;
+            c.rate_limits.auth_per_email = open;
+        })
+        .await;
+        app.signup("real@example.com").await;
+
+        let flood: Vec<_> = (0..20u8)
+            .map(|i| {
+                let server = app.addr;
+                tokio::spawn(async move {
+                    let ip = Ipv4Addr::new(127, 0, 0, 2 + i);
+                    for n in 0..30 {
+                        abandoned_login(server, ip, usize::from(i) * 30 + n).await;
+                    }
+                })
+            })
+            .collect();
+        for f in flood {
+            f.await.unwrap();
+        }
+        let flood_end = Instant::now();
+
+        let started = Instant::now();
+        let res = app
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": "real@example.com", "password": PASSWORD}),
+            )
+            .await;
+        let took = started.elapsed();
+        let status = res.status().as_u16();
+        if status == 503 {
+            assert!(
+                res.headers().contains_key("retry-after"),
+                "503 without Retry-After"
+            );
+            assert_problem(res, 503, "overloaded").await;
+        } else {
+            assert_eq!(status, 200, "the real login: {:?}", res.text().await);
+        }
+        assert!(
+            took < Duration::from_millis(500),
+            "the real login took {took:?} after the flood"
+        );
+
+        // Nobody waits for the flood's hashes: the threads go idle at once.
+        let hasher = app.state.hasher();
+        while hasher.in_flight() > 0 {
+            assert!(
+                flood_end.elapsed() < Duration::from_secs(1),
+                "{} hashes still in flight a second after the flood",
+                hasher.in_flight()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // …because the abandoned requests were skipped, not hashed.
+        let metrics = app.http.get(app.url("/metrics")).send().await.unwrap();
+        let metrics = metrics.text().await.unwrap();
+        let skipped: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("latchkey_password_abandoned_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0);
+        assert!(skipped > 0.0, "no abandoned hash was skipped:\n{metrics}");
+        app.login("real@example.com").await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -151,7 +151,7 @@ pub async fn signup(
         .hasher()
         .hash(password)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let user = state
         .store()
         .create_user(NewUser {
@@ -237,7 +237,7 @@ pub async fn login(
             user.as_ref().and_then(|u| u.password_hash.as_deref()),
         )
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let user = match user {
         Some(u) if ok && u.disabled_at.is_none() => u,
         _ => {
