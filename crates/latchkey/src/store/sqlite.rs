@@ -19,6 +19,11 @@ use crate::domain::{Email, SessionId, UserId};
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// For `sqlite::memory:`: a connection held open and never used. The in-memory database
+    /// (shared cache) lives as long as one connection to it does; sqlx closes a pooled
+    /// connection whose query future was dropped mid-way (a client that hung up), and
+    /// without this anchor the whole database would vanish with it.
+    _memory_anchor: Option<std::sync::Mutex<sqlx::SqliteConnection>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -178,7 +183,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        // An in-memory database lives in its one connection: keep exactly one, forever.
+        // An in-memory database: one pooled connection (plus the anchor), kept forever.
         let pool_opts = if memory {
             SqlitePoolOptions::new()
                 .min_connections(1)
@@ -188,12 +193,23 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new().max_connections(8)
         };
+        let memory_anchor = if memory {
+            use sqlx::ConnectOptions as _;
+            Some(std::sync::Mutex::new(
+                opts.connect().await.map_err(classify)?,
+            ))
+        } else {
+            None
+        };
         let pool = pool_opts
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
             .map_err(classify)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            _memory_anchor: memory_anchor,
+        })
     }
 }
 
@@ -718,4 +734,29 @@ async fn secret_rows<'e>(
             secret: StoredSecret { key_id, bytes },
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store as _;
+
+    /// A client hanging up mid-request drops its query future; on `sqlite::memory:` that
+    /// used to take the whole database with the dropped connection.
+    #[tokio::test]
+    async fn an_in_memory_database_survives_dropped_queries() {
+        let store = std::sync::Arc::new(SqliteStore::connect("sqlite::memory:").await.unwrap());
+        store.migrate().await.unwrap();
+        for i in 0..200u32 {
+            let s = store.clone();
+            let task = tokio::spawn(async move { s.list_users().await });
+            // Let it start, then abandon it at varying points.
+            for _ in 0..(i % 7) {
+                tokio::task::yield_now().await;
+            }
+            task.abort();
+            let _ = task.await;
+        }
+        store.list_users().await.expect("the database still exists");
+    }
 }
