@@ -55,6 +55,12 @@ pub enum SecretsError {
          sealed with"
     )]
     KeyFileMissing { path: String, stored: String },
+    #[error(
+        "SECRETS_KEY: {table}/{name} is stored in clear in a database whose secrets are sealed \
+         — written by someone with database access but not the key; refusing to trust it \
+         (delete that row to start)"
+    )]
+    ClearRow { table: &'static str, name: String },
     #[error("SECRETS_KEY: key file {path}: {message}")]
     KeyFile { path: String, message: String },
     #[error("SECRETS_KEY must be set (32 random bytes, base64) with {0}")]
@@ -363,6 +369,16 @@ pub async fn prepare(config: &Config, store: &dyn Store) -> Result<SecretsKey, S
             given: key.id().to_owned(),
         });
     }
+    // Rows in clear are trusted only in a database that was never sealed (written by a
+    // version before sealing). Once anything is sealed, a clear row can only have been
+    // planted by someone who can write to the database but lacks the key — sealing it would
+    // launder, say, their own signing key into a trusted one.
+    if let Some(planted) = rows
+        .iter()
+        .find(|r| r.secret.key_id.is_none() && sealed_under.is_some())
+    {
+        return Err(clear_row(planted));
+    }
     if rows.iter().any(|r| r.secret.key_id.is_none()) {
         let sealed = store
             .reseal_secrets(&|row: &SecretRow| match &row.secret.key_id {
@@ -385,13 +401,21 @@ pub async fn prepare(config: &Config, store: &dyn Store) -> Result<SecretsKey, S
     Ok(key)
 }
 
+fn clear_row(row: &SecretRow) -> SecretsError {
+    SecretsError::ClearRow {
+        table: row.table.as_str(),
+        name: row.name.clone(),
+    }
+}
+
 fn in_store(e: SecretsError) -> StoreError {
     StoreError::Other(Box::new(e))
 }
 
 /// Re-seals every stored secret under `new`, in one transaction: rows under `old` are
-/// opened and sealed again, rows in clear are sealed, rows already under `new` are left (so
-/// a repeated rotation is harmless). Any row under a third key refuses the whole rotation.
+/// opened and sealed again, rows already under `new` are left (so a repeated rotation is
+/// harmless). A row in clear or under a third key refuses the whole rotation ([`prepare`]
+/// has sealed a never-sealed database before this runs).
 /// Returns how many rows changed.
 pub async fn rotate(
     store: &dyn Store,
@@ -401,7 +425,7 @@ pub async fn rotate(
     let n = store
         .reseal_secrets(&|row: &SecretRow| match row.secret.key_id.as_deref() {
             Some(id) if id == new.id() => Ok(None),
-            None => Ok(Some(new.seal(row.table, &row.name, &row.secret.bytes))),
+            None => Err(in_store(clear_row(row))),
             Some(_) => {
                 let plain = old
                     .open(row.table, &row.name, &row.secret)

@@ -122,11 +122,15 @@ async fn insert_user<'e>(
 
 const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip";
 
+/// Whether `url` names an in-memory database (`sqlite::memory:`, `…?mode=memory`).
+pub fn is_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 /// The database file `url` names; `None` for an in-memory database.
 pub fn database_file(url: &str) -> Option<PathBuf> {
     let opts = SqliteConnectOptions::from_str(url).ok()?;
-    let memory = url.contains(":memory:") || url.contains("mode=memory");
-    (!memory).then(|| opts.get_filename().to_path_buf())
+    (!is_memory(url)).then(|| opts.get_filename().to_path_buf())
 }
 
 /// The database and its `-wal`/`-shm` files are for this user only (SPEC 8): the file is
@@ -168,7 +172,7 @@ impl SqliteStore {
     /// Opens (creating if missing, mode 0600) the database at `url` (`sqlite://PATH` or
     /// `sqlite::memory:`).
     pub async fn connect(url: &str) -> Result<Self> {
-        let memory = url.contains(":memory:");
+        let memory = is_memory(url);
         if let Some(file) = database_file(url) {
             restrict_file_modes(&file)?;
         }
@@ -739,7 +743,6 @@ async fn secret_rows<'e>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store as _;
 
     /// A client hanging up mid-request drops its query future; on `sqlite::memory:` that
     /// used to take the whole database with the dropped connection.

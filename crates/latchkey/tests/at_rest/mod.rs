@@ -407,3 +407,35 @@ async fn finding_8_no_key_seed_is_kept() {
     );
     raw.close().await;
 }
+
+/// Finding 5 (issue 9), review: write access to a sealed database without the key must
+/// not be enough to plant a secret — a row in clear is sealed in place only in a database
+/// that was never sealed; otherwise start-up refuses it.
+#[tokio::test]
+async fn finding_5_a_clear_row_planted_in_a_sealed_database_is_refused() {
+    let url = persistent_database_url().await;
+    let config = || {
+        let url = url.clone();
+        async move {
+            let mut c = test_config().await;
+            c.database_url = url.into();
+            c
+        }
+    };
+    let app = spawn_config(config().await).await;
+    app.signup(&unique_email("planted")).await;
+    drop(app);
+    let live = Raw::live(&url).await;
+    live.write_plain("server_secrets", "refresh_hmac", &[7u8; 32])
+        .await;
+    live.close().await;
+    let err = latchkey::AppState::start(config().await)
+        .await
+        .err()
+        .expect("start-up refuses the planted row")
+        .to_string();
+    assert!(
+        err.contains("server_secrets/refresh_hmac") && err.contains("in clear"),
+        "{err}"
+    );
+}
