@@ -200,17 +200,19 @@ impl Limits {
             .map_err(limited)
     }
 
-    /// Takes a unit of a login's failure budget before its password is checked; give it
-    /// back with [`Limits::login_succeeded`] when the password was right.
-    pub async fn login_attempt(&self, who: &LoginBudget) -> Result<(), ApiError> {
-        let (bucket, key) = who.bucket();
-        self.0.check(bucket, key).await.map_err(limited)
-    }
-
-    /// A login that [`Limits::login_attempt`] let through succeeded: it was no failure.
-    pub async fn login_succeeded(&self, who: &LoginBudget) {
-        let (bucket, key) = who.bucket();
-        self.0.refund(bucket, key).await;
+    /// Takes a unit of a login's failure budget before its password is checked. The unit is
+    /// kept only if the attempt is [`LoginAttempt::failed`]: a right password, an overloaded
+    /// hashing queue, an error or a request dropped half-way all give it back, so nothing but
+    /// a wrong password ever counts against an account or a device.
+    pub async fn login_attempt(&self, who: Option<LoginBudget>) -> Result<LoginAttempt, ApiError> {
+        if let Some(b) = &who {
+            let (bucket, key) = b.bucket();
+            self.0.check(bucket, key).await.map_err(limited)?;
+        }
+        Ok(LoginAttempt {
+            limits: self.clone(),
+            budget: who,
+        })
     }
 
     pub async fn check_refresh(&self, session: &str) -> Result<(), ApiError> {
@@ -218,6 +220,44 @@ impl Limits {
             .check(Bucket::RefreshPerSession, session)
             .await
             .map_err(limited)
+    }
+}
+
+/// A unit taken from a login failure budget; see [`Limits::login_attempt`].
+pub struct LoginAttempt {
+    limits: Limits,
+    /// `None` once settled (or when the attempt had no budget).
+    budget: Option<LoginBudget>,
+}
+
+impl LoginAttempt {
+    /// The password was checked and was wrong: the unit stays taken.
+    pub fn failed(mut self) {
+        self.budget = None;
+    }
+
+    /// Anything but a wrong password: the unit goes back.
+    pub async fn give_back(mut self) {
+        if let Some(b) = self.budget.take() {
+            let (bucket, key) = b.bucket();
+            self.limits.0.refund(bucket, key).await;
+        }
+    }
+}
+
+impl Drop for LoginAttempt {
+    /// Dropped unsettled (the client hung up before the verdict): give the unit back in the
+    /// background.
+    fn drop(&mut self) {
+        if let Some(b) = self.budget.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let limiter = self.limits.0.clone();
+            rt.spawn(async move {
+                let (bucket, key) = b.bucket();
+                limiter.refund(bucket, key).await;
+            });
+        }
     }
 }
 
@@ -282,5 +322,38 @@ mod tests {
             l.refund(Bucket::SignupPerEmail, "s").await;
         }
         assert!(l.check(Bucket::SignupPerEmail, "s").await.is_err());
+    }
+
+    /// Only a wrong password keeps its unit: an overloaded hasher, an error, or a request
+    /// dropped before its verdict gives it back (review of finding 4).
+    #[tokio::test]
+    async fn only_failed_login_attempts_keep_their_unit() {
+        let q = Quota {
+            burst: 2,
+            period: Duration::from_secs(60),
+        };
+        let limits = Limits(Arc::new(MemoryLimiter::new(RateLimits {
+            auth_per_device: q,
+            ..RateLimits::default()
+        })));
+        let device = || Some(LoginBudget::Device("d".into()));
+        for _ in 0..5 {
+            limits
+                .login_attempt(device())
+                .await
+                .unwrap()
+                .give_back()
+                .await;
+            drop(limits.login_attempt(device()).await.unwrap());
+            tokio::task::yield_now().await; // the dropped attempt's refund runs
+        }
+        limits.login_attempt(device()).await.unwrap().failed();
+        limits.login_attempt(device()).await.unwrap().failed();
+        assert!(matches!(
+            limits.login_attempt(device()).await,
+            Err(ApiError::RateLimited { .. })
+        ));
+        // Attempts without a budget (malformed email) are not limited here.
+        limits.login_attempt(None).await.unwrap().failed();
     }
 }

@@ -225,29 +225,33 @@ pub async fn login(
         (None, Some(e)) => Some(LoginBudget::Email(e.as_str().to_owned())),
         (None, None) => None,
     };
-    if let Some(b) = &budget {
-        state.limiter().login_attempt(b).await?;
-    }
+    let attempt = state.limiter().login_attempt(budget).await?;
     // Unknown email, malformed email, or no password: the dummy hash is verified, so every
     // failure costs one Argon2id verification and returns the same answer.
-    let ok = state
+    let verdict = state
         .hasher()
         .verify(
             &req.password,
             user.as_ref().and_then(|u| u.password_hash.as_deref()),
         )
-        .await
-        .map_err(ApiError::from)?;
+        .await;
+    let ok = match verdict {
+        Ok(ok) => ok,
+        Err(e) => {
+            // Overloaded or failed: no verdict on the password, so no failure counted.
+            attempt.give_back().await;
+            return Err(e.into());
+        }
+    };
     let user = match user {
         Some(u) if ok && u.disabled_at.is_none() => u,
         _ => {
+            attempt.failed();
             metrics::counter!("latchkey_login_failures_total").increment(1);
             return Err(ApiError::InvalidCredentials);
         }
     };
-    if let Some(b) = &budget {
-        state.limiter().login_succeeded(b).await;
-    }
+    attempt.give_back().await;
     let tokens = session::start(
         &state,
         user.id,

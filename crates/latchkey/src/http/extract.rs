@@ -198,24 +198,21 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
     if !is_trusted(&hop) {
         return Some(hop);
     }
-    // Several X-Forwarded-For fields form one list, in order (RFC 9110 §5.3).
+    // Several X-Forwarded-For fields form one list, in order (RFC 9110 §5.3). Work on bytes:
+    // the client's own claims (left of the client) may hold anything, even non-ASCII, and
+    // are never looked at; only the entries the walk needs are decoded.
     let fields: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
     for field in fields.iter().rev() {
-        let Ok(list) = field.to_str() else {
-            tracing::warn!(
-                "X-Forwarded-For from a trusted proxy is not ASCII; using the proxy as the client"
-            );
-            return Some(hop);
-        };
-        for entry in list.rsplit(',') {
-            let entry = entry.trim();
+        for entry in field.as_bytes().rsplit(|b| *b == b',') {
+            let entry = entry.trim_ascii();
             if entry.is_empty() {
                 continue;
             }
-            let Some(ip) = parse_forwarded_entry(entry) else {
-                tracing::warn!(
-                    "malformed X-Forwarded-For entry from a trusted proxy; using the last trusted hop as the client"
-                );
+            let Some(ip) = std::str::from_utf8(entry)
+                .ok()
+                .and_then(parse_forwarded_entry)
+            else {
+                malformed_forwarded_warning();
                 return Some(hop);
             };
             if !is_trusted(&ip) {
@@ -226,6 +223,19 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
     }
     // Every hop was a trusted proxy: the leftmost one is the best we know.
     Some(hop)
+}
+
+/// A malformed entry from a trusted proxy is a misconfiguration worth a warning, but a
+/// client can send one with every request: at most one line a minute.
+fn malformed_forwarded_warning() {
+    static LAST: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(
+            "malformed X-Forwarded-For entry from a trusted proxy; using the last trusted hop as the client (check the proxy's configuration)"
+        );
+    }
 }
 
 /// One `X-Forwarded-For` entry: an IP address, optionally with a port (`1.2.3.4:5678`,
@@ -329,6 +339,20 @@ mod tests {
         xff(&mut h, "203.0.113.9, garbage");
         assert_eq!(client_ip(proxy, &h, &trusted), proxy);
         xff(&mut h, "203.0.113.9, garbage, 127.0.0.1");
+        assert_eq!(client_ip(proxy, &h, &trusted), proxy);
+        // Non-ASCII bytes in the client's own claim are never looked at.
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\xff\xfe, 203.0.113.9").unwrap(),
+        );
+        assert_eq!(
+            client_ip(proxy, &h, &trusted),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"203.0.113.9, \xff").unwrap(),
+        );
         assert_eq!(client_ip(proxy, &h, &trusted), proxy);
         // Several fields are one list, read from the last field backwards.
         h.remove("x-forwarded-for");

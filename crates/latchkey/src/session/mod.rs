@@ -85,9 +85,11 @@ pub(crate) fn issue(
     let cfg = state.config();
     let now_secs = now.div_euclid(1000);
     // An access token never outlives its session (SPEC 8): `exp` is capped at the session's
-    // absolute expiry, rounded down to the second.
+    // absolute expiry, rounded down to the second, less the verifier's clock-skew leeway
+    // (which accepts a token that long past its `exp`).
+    let last_second = s.absolute_expires_at.div_euclid(1000) - access::LEEWAY_SECS as i64;
     let ttl = (cfg.access_ttl.as_secs() as i64)
-        .min(s.absolute_expires_at.div_euclid(1000) - now_secs)
+        .min(last_second - now_secs)
         .max(0);
     let keys = state.keys().current();
     let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now_secs, ttl)
