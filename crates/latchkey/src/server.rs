@@ -652,7 +652,13 @@ pub async fn serve(
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    let tracker = Arc::new(Tracker::new(options.max_connections));
+    // Embedders get the same fitting as the binary (which has fitted already, and logged
+    // it: then this changes nothing).
+    let cap = fit_to_fd_limit(options.max_connections);
+    if cap.effective < cap.configured {
+        tracing::info!("{cap}");
+    }
+    let tracker = Arc::new(Tracker::new(cap.effective));
     let mut warnings = AcceptWarnings::default();
     let mut backoff = Duration::ZERO;
     let mut next_id: u64 = 0;
