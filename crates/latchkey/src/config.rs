@@ -513,21 +513,16 @@ fn parse_secrets_key(
         (None, Some(path)) => SecretsKey::read_file(Path::new(&path))
             .map(Some)
             .map_err(|e| ConfigError::new("SECRETS_KEY_FILE", e.to_string())),
-        (None, None) if production || !database_url.starts_with("sqlite:") => {
-            Err(ConfigError::new(
+        (None, None) => match crate::secrets::key_required(production, database_url) {
+            Some(why) => Err(ConfigError::new(
                 "SECRETS_KEY",
                 format!(
-                    "required {} (32 random bytes, base64, e.g. `openssl rand -base64 32`; or \
-                 SECRETS_KEY_FILE naming a file that holds them)",
-                    if production {
-                        "when ENV=production"
-                    } else {
-                        "with PostgreSQL"
-                    }
+                    "required with {why} (32 random bytes, base64, e.g. `openssl rand -base64 32`; \
+                     or SECRETS_KEY_FILE naming a file that holds them)"
                 ),
-            ))
-        }
-        (None, None) => Ok(None),
+            )),
+            None => Ok(None),
+        },
     }
 }
 

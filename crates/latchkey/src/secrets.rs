@@ -320,6 +320,19 @@ fn dev_key(path: &Path, sealed_under: Option<&str>) -> Result<SecretsKey, Secret
     SecretsKey::read_file(path)
 }
 
+/// Why `SECRETS_KEY` must be configured, if it must: in production, and with PostgreSQL
+/// (every instance needs the same key, so none can be generated). The one place this rule
+/// lives; `config.rs` applies it when parsing, [`key_source`] for configs built in code.
+pub fn key_required(production: bool, database_url: &str) -> Option<&'static str> {
+    if production {
+        Some("ENV=production")
+    } else if !database_url.starts_with("sqlite:") {
+        Some("PostgreSQL")
+    } else {
+        None
+    }
+}
+
 /// Where the key for `config` comes from when `SECRETS_KEY` is not set.
 pub enum KeySource {
     /// `SECRETS_KEY` or `SECRETS_KEY_FILE`.
@@ -336,11 +349,8 @@ pub fn key_source(config: &Config) -> Result<KeySource, SecretsError> {
         return Ok(KeySource::Configured(k.clone()));
     }
     let url = config.database_url.expose_secret();
-    if config.production {
-        return Err(SecretsError::Required("ENV=production"));
-    }
-    if !url.starts_with("sqlite:") {
-        return Err(SecretsError::Required("PostgreSQL"));
+    if let Some(why) = key_required(config.production, url) {
+        return Err(SecretsError::Required(why));
     }
     Ok(match crate::store::sqlite::database_file(url) {
         Some(db) => KeySource::DevFile(dev_key_path(&db)),

@@ -26,21 +26,31 @@ pub struct AuthUser {
     pub claims: AccessClaims,
 }
 
+/// The `Authorization` header's Bearer credential — the one place it is parsed: `None`
+/// when the request has no Bearer credential, an error when the header is not visible ASCII
+/// or the token is empty.
+fn bearer(headers: &HeaderMap) -> Option<Result<&str, ApiError>> {
+    let v = headers.get(header::AUTHORIZATION)?;
+    let Ok(v) = v.to_str() else {
+        return Some(Err(ApiError::TokenInvalid));
+    };
+    let (scheme, token) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let t = token.trim();
+    Some(if t.is_empty() {
+        Err(ApiError::TokenInvalid)
+    } else {
+        Ok(t)
+    })
+}
+
 /// The access token a request carries: `Authorization: Bearer`, else the access cookie.
 /// Two access cookies with different values are refused (cookie tossing).
 pub fn access_token_of(headers: &HeaderMap, cookie_name: &str) -> Result<Option<String>, ApiError> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
-        let v = v.to_str().map_err(|_| ApiError::TokenInvalid)?;
-        if let Some((scheme, token)) = v.split_once(' ')
-            && scheme.eq_ignore_ascii_case("bearer")
-        {
-            let t = token.trim();
-            return if t.is_empty() {
-                Err(ApiError::TokenInvalid)
-            } else {
-                Ok(Some(t.to_owned()))
-            };
-        }
+    if let Some(b) = bearer(headers) {
+        return b.map(|t| Some(t.to_owned()));
     }
     let values = crate::cookies::read_cookie(headers, cookie_name);
     match values.as_slice() {
@@ -60,11 +70,7 @@ pub fn access_token_of(headers: &HeaderMap, cookie_name: &str) -> Result<Option<
 /// Whether the request carries a non-empty `Authorization: Bearer` token (see the origin
 /// check, `http/origin.rs`, for where that exempts it).
 pub fn has_bearer(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .is_some_and(|(s, t)| s.eq_ignore_ascii_case("bearer") && !t.trim().is_empty())
+    matches!(bearer(headers), Some(Ok(_)))
 }
 
 /// Verifies an access token and checks its session is not revoked. The one place that
