@@ -4,6 +4,11 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
+/// Finding 2 of issue 9 (connection limits), against the real binary: a module here rather
+/// than a test binary of its own, which would link everything again.
+#[path = "startup/connections.rs"]
+mod connections;
+
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
 fn tempdir() -> std::path::PathBuf {

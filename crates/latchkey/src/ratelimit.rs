@@ -65,6 +65,15 @@ pub struct MemoryLimiter {
     failures_per_device: RefundableGcra,
 }
 
+/// A quota as GCRA sees it, the way `governor` computes it: the emission interval `T` (one
+/// request per `T` once the burst is spent) and the tolerance `tau = T * (burst - 1)`. The
+/// in-memory failure budgets and PostgreSQL's shared limiter both use this, so N instances
+/// allow what one would.
+pub(crate) fn gcra_schedule(q: Quota) -> (Duration, Duration) {
+    let t = q.period.max(Duration::from_millis(1));
+    (t, t.saturating_mul(q.burst.max(1) - 1))
+}
+
 /// GCRA (the algorithm `governor` implements) that can give a unit back, which `governor`
 /// cannot: per key, the theoretical arrival time `tat`; a request at `now` passes when
 /// `tat - tau <= now` and moves `tat` to `max(tat, now) + T`; a refund moves it back by `T`.
@@ -78,10 +87,10 @@ struct RefundableGcra {
 
 impl RefundableGcra {
     fn new(q: Quota) -> Self {
-        let t = q.period.max(Duration::from_millis(1));
+        let (t, tau) = gcra_schedule(q);
         Self {
             t,
-            tau: t * (q.burst.max(1) - 1),
+            tau,
             start: std::time::Instant::now(),
             tat: Default::default(),
         }

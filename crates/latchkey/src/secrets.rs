@@ -305,17 +305,10 @@ fn dev_key(path: &Path, sealed_under: Option<&str>) -> Result<SecretsKey, Secret
         }
     } else {
         // Ours, beside the database: narrowed like the database files.
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(m) = std::fs::metadata(path)
-            && m.permissions().mode() & 0o077 != 0
-        {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-                |e| SecretsError::KeyFile {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                },
-            )?;
-        }
+        crate::store::sqlite::narrow_to_owner(path).map_err(|e| SecretsError::KeyFile {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
     }
     SecretsKey::read_file(path)
 }

@@ -739,14 +739,17 @@ async fn handle(
 ) -> Result<hyper::Response<ResponseBody>, Infallible> {
     use hyper::body::Body as _;
     let now = Instant::now();
-    let request = slot.request_started(!req.body().is_end_stream(), now);
+    let has_body = !req.body().is_end_stream();
+    let request = slot.request_started(has_body, now);
     let done = ResponseDone {
         slot: slot.clone(),
         request,
     };
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let mut req = req.map(|inner| {
-        Body::new(DeadlineBody {
+    // Only a request with a body gets the body deadline (most requests — GET /me — have
+    // none, and need no timer).
+    let timed_out = has_body.then(|| Arc::new(AtomicBool::new(false)));
+    let mut req = req.map(|inner| match &timed_out {
+        Some(flag) => Body::new(DeadlineBody {
             inner,
             deadline: Box::pin(tokio::time::sleep_until(later(
                 now,
@@ -754,12 +757,13 @@ async fn handle(
             ))),
             slot,
             request,
-            timed_out: timed_out.clone(),
-        })
+            timed_out: flag.clone(),
+        }),
+        None => Body::new(inner),
     });
     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
     let res = app.oneshot(req).await?;
-    let res = if timed_out.load(Ordering::Relaxed) {
+    let res = if timed_out.is_some_and(|t| t.load(Ordering::Relaxed)) {
         // Whatever the handler made of the failed read, the answer is 408, and the rest of
         // the body is not waited for.
         let mut res = ApiError::RequestTimeout.into_response();

@@ -565,15 +565,7 @@ async fn google_off_answers_404_provider_not_configured() {
 #[tokio::test]
 async fn openapi_documents_both_routes() {
     let app = common::spawn().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/api/v1/openapi.json").await;
     for p in ["/api/v1/auth/google/login", "/api/v1/auth/google/callback"] {
         assert!(
             doc["paths"][p]["get"]["responses"]["302"].is_object(),

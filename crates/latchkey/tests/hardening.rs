@@ -42,6 +42,18 @@ fn device_cookie(res: &reqwest::Response) -> String {
         .to_owned()
 }
 
+/// Signs up `email` and returns the device cookie the browser got.
+async fn signup_device(app: &TestApp, email: &str) -> String {
+    let res = app
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    device_cookie(&res)
+}
+
 async fn login_from(
     app: &TestApp,
     client: &reqwest::Client,
@@ -64,14 +76,7 @@ async fn login_from(
 async fn finding_4_failures_from_elsewhere_never_lock_out_a_device_that_signed_in_before() {
     let app = spawn().await;
     let email = unique_email("victim");
-    let res = app
-        .post_json(
-            "/api/v1/auth/signup",
-            &json!({"email": email, "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(res.status(), 201);
-    let victim_browser = device_cookie(&res);
+    let victim_browser = signup_device(&app, &email).await;
 
     let limit = app.state.config().rate_limits.auth_per_email.burst;
     for i in 0..limit {
@@ -89,14 +94,7 @@ async fn finding_4_failures_from_elsewhere_never_lock_out_a_device_that_signed_i
     assert!(res.headers().contains_key("retry-after"));
     assert_problem(res, 429, "rate_limited").await;
     // …and so does a device cookie issued to another account.
-    let other = unique_email("other");
-    let res = app
-        .post_json(
-            "/api/v1/auth/signup",
-            &json!({"email": other, "password": PASSWORD}),
-        )
-        .await;
-    let others_device = device_cookie(&res);
+    let others_device = signup_device(&app, &unique_email("other")).await;
     let res = login_from(&app, &stranger, &email, PASSWORD, Some(&others_device)).await;
     assert_problem(res, 429, "rate_limited").await;
     // A forged cookie naming the victim is no device either.
@@ -361,15 +359,7 @@ async fn finding_10_names_refuse_format_characters_but_keep_emoji_joiners() {
 #[tokio::test]
 async fn finding_11_openapi_carries_the_real_formats_lengths_and_codes() {
     let app = spawn().await;
-    let doc: Value = app
-        .http
-        .get(app.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/api/v1/openapi.json").await;
     let signup = &doc["components"]["schemas"]["SignupRequest"]["properties"];
     assert_eq!(signup["email"]["format"], "email");
     assert_eq!(signup["email"]["maxLength"], 254);

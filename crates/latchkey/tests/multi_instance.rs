@@ -449,15 +449,7 @@ async fn key_rotated_through_one_instance_verifies_and_signs_on_all() {
     let t0 = Instant::now();
     for app in &apps[1..] {
         loop {
-            let jwks: Value = app
-                .http
-                .get(app.url("/.well-known/jwks.json"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let jwks: Value = app.get_json("/.well-known/jwks.json").await;
             let published = jwks["keys"]
                 .as_array()
                 .unwrap()

@@ -110,16 +110,7 @@ async fn issued_token_is_eddsa_with_kid_typ_and_every_claim() {
         900
     );
     // The JWKS publishes the key that verifies it.
-    let jwks: Value = c
-        .app
-        .http
-        .get(c.app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = c.app.get_json("/.well-known/jwks.json").await;
     let key = jwks["keys"]
         .as_array()
         .unwrap()
@@ -377,16 +368,7 @@ async fn rotated_key_keeps_verifying_old_tokens_and_signs_new_ones() {
         .unwrap();
     assert_eq!(new_kid, new.kid, "new tokens are signed with the new key");
     assert_eq!(c.app.me_status(&jar).await, 200);
-    let jwks: Value = c
-        .app
-        .http
-        .get(c.app.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = c.app.get_json("/.well-known/jwks.json").await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

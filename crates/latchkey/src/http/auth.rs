@@ -110,6 +110,24 @@ fn with_cookies(
     (status, headers, Json(body)).into_response()
 }
 
+/// [`with_cookies`] for a password sign-in: also the device cookie for `user` (keeping the
+/// id of the `device` the browser presented, if it was this user's).
+fn signed_in_with_password(
+    state: &AppState,
+    status: StatusCode,
+    tokens: &IssuedTokens,
+    body: impl Serialize,
+    device: Option<&Device>,
+) -> Response {
+    let mut res = with_cookies(state, status, tokens, body);
+    set_device_cookie(
+        state.cookies(),
+        res.headers_mut(),
+        state.device_key().issue(tokens.user_id, device),
+    );
+    res
+}
+
 fn cleared(state: &AppState, res: impl IntoResponse) -> Response {
     let mut headers = HeaderMap::new();
     clear_auth_cookies(state.cookies(), &mut headers);
@@ -181,13 +199,13 @@ pub async fn signup(
         user: UserView::new(&user, vec!["password".to_owned()]),
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
     };
-    let mut res = with_cookies(&state, StatusCode::CREATED, &tokens, body);
-    set_device_cookie(
-        state.cookies(),
-        res.headers_mut(),
-        state.device_key().issue(user.id, None),
-    );
-    Ok(res)
+    Ok(signed_in_with_password(
+        &state,
+        StatusCode::CREATED,
+        &tokens,
+        body,
+        None,
+    ))
 }
 
 /// Signs in with email and password.
@@ -266,13 +284,13 @@ pub async fn login(
         user: UserView::load(&state, &user).await?,
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
     };
-    let mut res = with_cookies(&state, StatusCode::OK, &tokens, body);
-    set_device_cookie(
-        state.cookies(),
-        res.headers_mut(),
-        state.device_key().issue(user.id, device.as_ref()),
-    );
-    Ok(res)
+    Ok(signed_in_with_password(
+        &state,
+        StatusCode::OK,
+        &tokens,
+        body,
+        device.as_ref(),
+    ))
 }
 
 /// The device a valid device cookie of the request names, when it is `user`'s. A browser

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
@@ -207,8 +207,7 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
     // Several X-Forwarded-For fields form one list, in order (RFC 9110 §5.3). Work on bytes:
     // the client's own claims (left of the client) may hold anything, even non-ASCII, and
     // are never looked at; only the entries the walk needs are decoded.
-    let fields: Vec<&HeaderValue> = headers.get_all("x-forwarded-for").iter().collect();
-    for field in fields.iter().rev() {
+    for field in headers.get_all("x-forwarded-for").iter().rev() {
         for entry in field.as_bytes().rsplit(|b| *b == b',') {
             let entry = entry.trim_ascii();
             if entry.is_empty() {

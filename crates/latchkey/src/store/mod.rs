@@ -179,6 +179,29 @@ pub struct SecretRow {
     pub secret: StoredSecret,
 }
 
+impl SecretRow {
+    /// The query both backends run to list every stored secret; its columns are what
+    /// [`SecretRow::from_columns`] takes.
+    pub(crate) const SELECT_ALL: &'static str = "SELECT 0, kid, private_der, key_id FROM signing_keys \
+         UNION ALL SELECT 1, name, value, key_id FROM server_secrets ORDER BY 1, 2";
+
+    /// A row of [`SecretRow::SELECT_ALL`]: table (0 signing keys, 1 server secrets), name,
+    /// stored bytes, key id.
+    pub(crate) fn from_columns(
+        (table, name, bytes, key_id): (i32, String, Vec<u8>, Option<String>),
+    ) -> Self {
+        SecretRow {
+            table: if table == 0 {
+                SecretTable::SigningKeys
+            } else {
+                SecretTable::ServerSecrets
+            },
+            name,
+            secret: StoredSecret { key_id, bytes },
+        }
+    }
+}
+
 /// How [`Store::reseal_secrets`] rewrites one row: its replacement, or `None` to leave it.
 pub type Resealer<'a> = dyn Fn(&SecretRow) -> Result<Option<StoredSecret>> + Send + Sync + 'a;
 

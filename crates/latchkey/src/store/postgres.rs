@@ -649,25 +649,18 @@ impl Store for PostgresStore {
 async fn pg_secret_rows<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Postgres>,
 ) -> Result<Vec<SecretRow>> {
-    let rows: Vec<(i32, String, Vec<u8>, Option<String>)> = sqlx::query_as(
-        "SELECT 0, kid, private_der, key_id FROM signing_keys \
-         UNION ALL SELECT 1, name, value, key_id FROM server_secrets ORDER BY 1, 2",
-    )
-    .fetch_all(db)
-    .await
-    .map_err(classify)?;
-    Ok(rows
-        .into_iter()
-        .map(|(t, name, bytes, key_id)| SecretRow {
-            table: if t == 0 {
-                SecretTable::SigningKeys
-            } else {
-                SecretTable::ServerSecrets
-            },
-            name,
-            secret: StoredSecret { key_id, bytes },
-        })
-        .collect())
+    let rows: Vec<(i32, String, Vec<u8>, Option<String>)> = sqlx::query_as(SecretRow::SELECT_ALL)
+        .fetch_all(db)
+        .await
+        .map_err(classify)?;
+    Ok(rows.into_iter().map(SecretRow::from_columns).collect())
+}
+
+/// [`crate::ratelimit::gcra_schedule`] in the table's unit, milliseconds.
+fn schedule_ms(quota: Quota) -> (i64, i64) {
+    let (t, tau) = crate::ratelimit::gcra_schedule(quota);
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+    (ms(t), ms(tau))
 }
 
 /// Rate limits shared by every instance on the database: GCRA, one row per (bucket, key)
@@ -704,12 +697,9 @@ impl PgRateLimiter {
 
     /// `Ok(None)` when allowed, `Ok(Some(wait_ms))` when over the limit.
     async fn check_db(&self, bucket: &str, key: &[u8], quota: Quota) -> Result<Option<i64>> {
-        // Emission interval T and tolerance tau = T * (burst - 1), as governor computes them:
-        // a request at `now` is allowed when tat - tau <= now (a missing row is tat = now),
+        // A request at `now` is allowed when tat - tau <= now (a missing row is tat = now),
         // and then tat = max(tat, now) + T. So `burst` requests pass at once, then one per T.
-        let t = i64::try_from(quota.period.max(Duration::from_millis(1)).as_millis())
-            .unwrap_or(i64::MAX / 4);
-        let tau = t.saturating_mul(i64::from(quota.burst.max(1) - 1));
+        let (t, tau) = schedule_ms(quota);
         // The upsert only writes (and returns a row) when the request is allowed; the
         // wait is read from the latest committed row otherwise (an estimate for Retry-After).
         let (allowed, wait): (bool, Option<i64>) = sqlx::query_as(
@@ -740,8 +730,7 @@ impl PgRateLimiter {
 
     /// Gives one unit back: `tat` moves back by T, never before now (full capacity).
     async fn refund_db(&self, bucket: &str, key: &[u8], quota: Quota) -> Result<()> {
-        let t = i64::try_from(quota.period.max(Duration::from_millis(1)).as_millis())
-            .unwrap_or(i64::MAX / 4);
+        let (t, _) = schedule_ms(quota);
         sqlx::query(
             "UPDATE rate_limits SET tat = GREATEST(tat - $3, (extract(epoch FROM clock_timestamp()) * 1000)::bigint) \
              WHERE bucket = $1 AND key = $2",

@@ -137,7 +137,7 @@ pub fn database_file(url: &str) -> Option<PathBuf> {
 /// created 0600 before SQLite opens it (SQLite gives `-wal` and `-shm` the database file's
 /// mode), and files left more open by older versions are narrowed.
 fn restrict_file_modes(db: &Path) -> Result<()> {
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
     let io = |e: std::io::Error| StoreError::Other(format!("{}: {e}", db.display()).into());
     if !db.exists() {
         match std::fs::OpenOptions::new()
@@ -154,18 +154,23 @@ fn restrict_file_modes(db: &Path) -> Result<()> {
     for suffix in ["", "-wal", "-shm"] {
         let mut name = db.as_os_str().to_owned();
         name.push(suffix);
-        let path = Path::new(&name);
-        match std::fs::metadata(path) {
-            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                    .map_err(io)?;
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(e)),
-        }
+        narrow_to_owner(Path::new(&name)).map_err(io)?;
     }
     Ok(())
+}
+
+/// Takes group and other permissions away from `path` (mode 0600) if it has any; a missing
+/// file is fine. For the database files and the development key file beside them.
+pub(crate) fn narrow_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match std::fs::metadata(path) {
+        Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl SqliteStore {
@@ -719,25 +724,11 @@ fn parse_session_ids(rows: Vec<(String,)>) -> Result<Vec<SessionId>> {
 async fn secret_rows<'e>(
     db: impl sqlx::Executor<'e, Database = sqlx::Sqlite>,
 ) -> Result<Vec<SecretRow>> {
-    let rows: Vec<(i64, String, Vec<u8>, Option<String>)> = sqlx::query_as(
-        "SELECT 0, kid, private_der, key_id FROM signing_keys \
-         UNION ALL SELECT 1, name, value, key_id FROM server_secrets ORDER BY 1, 2",
-    )
-    .fetch_all(db)
-    .await
-    .map_err(classify)?;
-    Ok(rows
-        .into_iter()
-        .map(|(t, name, bytes, key_id)| SecretRow {
-            table: if t == 0 {
-                SecretTable::SigningKeys
-            } else {
-                SecretTable::ServerSecrets
-            },
-            name,
-            secret: StoredSecret { key_id, bytes },
-        })
-        .collect())
+    let rows: Vec<(i32, String, Vec<u8>, Option<String>)> = sqlx::query_as(SecretRow::SELECT_ALL)
+        .fetch_all(db)
+        .await
+        .map_err(classify)?;
+    Ok(rows.into_iter().map(SecretRow::from_columns).collect())
 }
 
 #[cfg(test)]

@@ -167,31 +167,32 @@ impl KeyRing {
             records = store.signing_keys().await?;
         }
         let keep_until = ms(access_ttl) + ms(RETIRED_KEY_MARGIN);
-        let mut live: Vec<&KeyRecord> = Vec::new();
+        // Each live key opened once: (record, its private key in PKCS#8 DER).
+        let mut live: Vec<(&KeyRecord, SecretSlice<u8>)> = Vec::new();
         for k in records
             .iter()
             .filter(|k| k.retired_at.is_none_or(|r| r + keep_until > now))
         {
             match open_key(secrets, k) {
-                Ok(_) => live.push(k),
-                // Not ours: never trusted. Fatal below if it is the one we would sign with.
+                Ok(der) => live.push((k, der)),
+                // Not ours: never trusted. Fatal if it is one we would sign with.
                 Err(e) if k.retired_at.is_some() => {
                     tracing::warn!(kid = %k.kid, error = %e, "ignoring a signing key that does not open")
                 }
                 Err(e) => return Err(StoreError::Other(Box::new(e))),
             }
         }
-        let signer = live
+        let (signer, signer_der) = live
             .iter()
-            .filter(|k| k.retired_at.is_none())
-            .max_by(|a, b| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+            .filter(|(k, _)| k.retired_at.is_none())
+            .max_by(|(a, _), (b, _)| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
             .ok_or_else(|| StoreError::Other("no signing key".into()))?;
-        let signer_der = open_key(secrets, signer).map_err(|e| StoreError::Other(Box::new(e)))?;
         let verifying = live
             .iter()
-            .map(|k| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key)))
+            .map(|(k, _)| (k.kid.clone(), DecodingKey::from_ed_der(&k.public_key)))
             .collect();
-        let jwks = serde_json::json!({ "keys": live.iter().map(|k| jwk(k)).collect::<Vec<_>>() });
+        let jwks =
+            serde_json::json!({ "keys": live.iter().map(|(k, _)| jwk(k)).collect::<Vec<_>>() });
         Ok(KeySet {
             signing: (
                 signer.kid.clone(),

@@ -205,10 +205,7 @@ fn key_candidates(bytes: &[u8]) -> Vec<ed25519_dalek::SigningKey> {
 #[tokio::test]
 async fn finding_5_a_database_copy_without_the_key_forges_no_token() {
     let url = persistent_database_url().await;
-    let app = spawn_with(|c| {
-        c.database_url = url.clone().into();
-    })
-    .await;
+    let app = spawn_config(test_config_on(&url)).await;
     let mut jar = app.signup(&unique_email("copy")).await;
     let mut chain = vec![jar.refresh.clone().unwrap()];
     for _ in 0..3 {
@@ -285,15 +282,8 @@ async fn finding_5_an_old_plaintext_database_is_sealed_in_place_and_keeps_keys_a
     use secrecy::ExposeSecret as _;
 
     let url = persistent_database_url().await;
-    let config = || {
-        let url = url.clone();
-        async move {
-            let mut c = test_config().await;
-            c.database_url = url.into();
-            c
-        }
-    };
-    let app = spawn_config(config().await).await;
+    let config = || test_config_on(&url);
+    let app = spawn_config(config()).await;
     let mut jar = app.signup(&unique_email("upgrade")).await;
     let t0 = jar.refresh.clone().unwrap();
     assert_eq!(app.refresh(&mut jar).await.0, 200);
@@ -325,10 +315,9 @@ async fn finding_5_an_old_plaintext_database_is_sealed_in_place_and_keeps_keys_a
     assert!(live.secrets().await.iter().all(|r| r.3.is_none()));
 
     // Two instances start on it at once.
-    let (a, b) = tokio::join!(
-        async { latchkey::AppState::start(config().await).await },
-        async { latchkey::AppState::start(config().await).await },
-    );
+    let (a, b) = tokio::join!(async { latchkey::AppState::start(config()).await }, async {
+        latchkey::AppState::start(config()).await
+    },);
     let (a, b) = (
         spawn_state(a.expect("starts on the old database")).await,
         spawn_state(b.expect("starts on the old database")).await,
@@ -376,7 +365,7 @@ async fn finding_5_an_old_plaintext_database_is_sealed_in_place_and_keeps_keys_a
 
     // Idempotent: a further start changes nothing.
     drop((a, b));
-    let again = spawn_config(config().await).await;
+    let again = spawn_config(config()).await;
     assert_eq!(live.secrets().await, after);
     assert_eq!(again.me_status(&jar).await, 200);
     live.close().await;
@@ -387,7 +376,7 @@ async fn finding_5_an_old_plaintext_database_is_sealed_in_place_and_keeps_keys_a
 #[tokio::test]
 async fn finding_8_no_key_seed_is_kept() {
     let url = persistent_database_url().await;
-    let app = spawn_with(|c| c.database_url = url.clone().into()).await;
+    let app = spawn_config(test_config_on(&url)).await;
     let raw = Raw::live(&url).await;
     assert_eq!(
         raw.server_secret_names().await,
@@ -414,22 +403,15 @@ async fn finding_8_no_key_seed_is_kept() {
 #[tokio::test]
 async fn finding_5_a_clear_row_planted_in_a_sealed_database_is_refused() {
     let url = persistent_database_url().await;
-    let config = || {
-        let url = url.clone();
-        async move {
-            let mut c = test_config().await;
-            c.database_url = url.into();
-            c
-        }
-    };
-    let app = spawn_config(config().await).await;
+    let config = || test_config_on(&url);
+    let app = spawn_config(config()).await;
     app.signup(&unique_email("planted")).await;
     drop(app);
     let live = Raw::live(&url).await;
     live.write_plain("server_secrets", "refresh_hmac", &[7u8; 32])
         .await;
     live.close().await;
-    let err = latchkey::AppState::start(config().await)
+    let err = latchkey::AppState::start(config())
         .await
         .err()
         .expect("start-up refuses the planted row")

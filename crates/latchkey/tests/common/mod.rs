@@ -48,14 +48,15 @@ async fn fresh_postgres(admin: &str) -> String {
     format!("{base}/{name}")
 }
 
-/// A test configuration: development mode, cheap Argon2, fast polling.
+/// A test configuration on a fresh database: development mode, cheap Argon2, fast polling.
 pub async fn test_config() -> Config {
-    let url = fresh_database_url().await;
-    let mut c = Config::from_pairs([
-        ("DATABASE_URL", url.as_str()),
-        ("SECRETS_KEY", TEST_SECRETS_KEY),
-    ])
-    .expect("valid test config");
+    test_config_on(&fresh_database_url().await)
+}
+
+/// [`test_config`] on the database `url` names (e.g. to start again on the same one).
+pub fn test_config_on(url: &str) -> Config {
+    let mut c = Config::from_pairs([("DATABASE_URL", url), ("SECRETS_KEY", TEST_SECRETS_KEY)])
+        .expect("valid test config");
     c.password = latchkey::config::PasswordParams {
         m_cost_kib: 64,
         t_cost: 1,
@@ -245,6 +246,18 @@ impl TestApp {
         jar.update(res.headers());
         let status = res.status().as_u16();
         (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET path` without cookies, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     pub async fn me_status(&self, jar: &Jar) -> u16 {

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+use super::{BIN, free_port};
+
 const TRICKLERS: usize = 300;
 
 /// This test holds more than 300 sockets at once.
@@ -26,14 +27,6 @@ fn raise_own_fd_limit(want: libc::rlim_t) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The `n`th loopback source address: 127.0.0.2, …, 127.0.0.254, 127.0.1.1, …
