@@ -10,6 +10,12 @@ use latchkey::{ApiError, AppState};
 const INDEX: &str = include_str!("../pages/index.html");
 const LOGIN: &str = include_str!("../pages/login.html");
 const ACCOUNT: &str = include_str!("../pages/account.html");
+// The email pages (SPEC 10). Their links carry the token in the fragment, which never reaches
+// the server: these are plain static pages.
+const FORGOT_PASSWORD: &str = include_str!("../pages/forgot-password.html");
+const RESET_PASSWORD: &str = include_str!("../pages/reset-password.html");
+const VERIFY_EMAIL: &str = include_str!("../pages/verify-email.html");
+const CONFIRM_EMAIL: &str = include_str!("../pages/confirm-email.html");
 const CLIENT_JS: &str = include_str!("../../../client/latchkey.js");
 const CLIENT_DTS: &str = include_str!("../../../client/latchkey.d.ts");
 
@@ -34,6 +40,27 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
         ),
         "account.js" => (
             include_str!("../pages/account.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        // What the email pages and account.js share.
+        "flows.js" => (
+            include_str!("../pages/flows.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "forgot-password.js" => (
+            include_str!("../pages/forgot-password.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "reset-password.js" => (
+            include_str!("../pages/reset-password.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "verify-email.js" => (
+            include_str!("../pages/verify-email.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "confirm-email.js" => (
+            include_str!("../pages/confirm-email.js"),
             "text/javascript; charset=utf-8",
         ),
         _ => return None,
@@ -82,6 +109,22 @@ pub fn routes() -> Router<AppState> {
             }),
         )
         .route("/account", get(|| async { page(ACCOUNT.to_owned()) }))
+        .route(
+            "/forgot-password",
+            get(|| async { page(FORGOT_PASSWORD.to_owned()) }),
+        )
+        .route(
+            "/reset-password",
+            get(|| async { page(RESET_PASSWORD.to_owned()) }),
+        )
+        .route(
+            "/verify-email",
+            get(|| async { page(VERIFY_EMAIL.to_owned()) }),
+        )
+        .route(
+            "/confirm-email",
+            get(|| async { page(CONFIRM_EMAIL.to_owned()) }),
+        )
         .route(
             "/static/{file}",
             get(|Path(file): Path<String>| async move {
