@@ -1,6 +1,7 @@
 // Account page (/account): profile, sessions, sign out. Served at /static/account.js.
 // Every API call goes through secureFetch with the default onAuthFail (alert, then /login?next=/account).
 import { secureFetch } from '/client/latchkey.js';
+import { MESSAGES, busy, fieldError, jsonPost, link, messageIn, problemOf, retryText, say } from './flows.js';
 
 // Never show private data from the back/forward cache (e.g. after signing out): reload instead.
 addEventListener('pageshow', (event) => {
@@ -194,6 +195,184 @@ function signOutButton(button, url) {
 signOutButton(/** @type {HTMLButtonElement} */ ($('logout')), '/api/v1/auth/logout');
 signOutButton(/** @type {HTMLButtonElement} */ ($('logout-all')), '/api/v1/auth/logout-all');
 
+/** The signed-in user, as /api/v1/me last said. */
+let user = { email: '', email_verified: true };
+
+/** Reloads the sessions table (after a password change signed the other devices out). */
+async function reloadSessions() {
+  try {
+    const res = await secureFetch('/api/v1/auth/sessions', PRIVATE);
+    if (res.ok) renderSessions((await res.json()).sessions || []);
+  } catch {
+    // the table stays as it was
+  }
+}
+
+/** @param {boolean} verified */
+function showVerified(verified) {
+  user.email_verified = verified;
+  $('me-verified').textContent = verified ? 'Yes' : 'No';
+  $('verify-banner').hidden = verified;
+}
+
+/** The problem's text for the account forms, or a generic one with the status. */
+const problemText = (/** @type {Response} */ res, /** @type {{ code?: string, title?: string }} */ problem) =>
+  messageIn(MESSAGES, problem.code, problem.title || `Something went wrong (HTTP ${res.status}). Please try again.`) + retryText(res);
+
+/**
+ * 403 reauthentication_required: the sign-in is too old for this change (SPEC 11).
+ * @param {HTMLElement} box
+ * @param {string} what e.g. "changing your password"
+ */
+function askToSignInAgain(box, what) {
+  say(
+    box,
+    `For your security, ${what} needs a recent sign-in, and yours was more than 10 minutes ago. `,
+    link('/login?next=%2Faccount', 'Sign in again', 'reauth-link'),
+    ', then try once more.',
+  );
+}
+
+// "Resend verification email" in the banner.
+const resend = /** @type {HTMLButtonElement} */ ($('verify-resend'));
+resend.addEventListener('click', () =>
+  busy(resend, async () => {
+    const box = $('verify-status');
+    say(box);
+    try {
+      const res = await secureFetch('/api/v1/auth/email/verify/send', { method: 'POST' });
+      if (res.status === 202 || res.ok) {
+        say(box, `We sent a new verification link to ${user.email}. It expires in 24 hours.`);
+        return;
+      }
+      if (res.status === 401) return; // onAuthFail is taking the user to /login
+      const problem = await problemOf(res);
+      if (problem.code === 'already_verified') {
+        showVerified(true);
+        showStatus('Your email address is already verified.');
+      } else if (res.status === 429) {
+        say(box, 'You asked for several links in a short time. Please try again later.' + retryText(res));
+      } else {
+        say(box, problemText(res, problem));
+      }
+    } catch (error) {
+      say(box, networkMessage(error));
+    }
+  }),
+);
+
+// "Change password".
+{
+  const form = /** @type {HTMLFormElement} */ ($('password-form'));
+  const current = /** @type {HTMLInputElement} */ ($('current-password'));
+  const fresh = /** @type {HTMLInputElement} */ ($('new-password'));
+  const button = /** @type {HTMLButtonElement} */ ($('password-submit'));
+  const errorBox = $('password-error');
+  const statusBox = $('password-status');
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    busy(button, async () => {
+      say(errorBox);
+      say(statusBox);
+      fieldError(current, $('current-password-error'), '');
+      fieldError(fresh, $('new-password-error'), '');
+      try {
+        const res = await secureFetch(
+          '/api/v1/auth/password/change',
+          jsonPost({ current_password: current.value, new_password: fresh.value }),
+        );
+        if (res.status === 204 || res.ok) {
+          form.reset();
+          say(statusBox, 'Your password was changed. Every other device was signed out; this one stays signed in.');
+          await reloadSessions();
+          return;
+        }
+        if (res.status === 401) return; // the session is gone: onAuthFail is taking over
+        const problem = await problemOf(res);
+        switch (problem.code) {
+          case 'invalid_credentials':
+            fieldError(current, $('current-password-error'), 'This is not your current password.');
+            say(errorBox, 'Your password was not changed: the current password is wrong.');
+            current.focus();
+            break;
+          case 'weak_password':
+            fieldError(fresh, $('new-password-error'), MESSAGES.weak_password);
+            say(errorBox, 'Your password was not changed: choose another new password.');
+            fresh.focus();
+            break;
+          case 'reauthentication_required':
+            askToSignInAgain(errorBox, 'changing your password');
+            break;
+          default:
+            say(errorBox, problemText(res, problem));
+        }
+      } catch (error) {
+        say(errorBox, networkMessage(error));
+      }
+    });
+  });
+}
+
+// "Change email address": a confirmation link goes to the new address (SPEC 10).
+{
+  const form = /** @type {HTMLFormElement} */ ($('email-form'));
+  const address = /** @type {HTMLInputElement} */ ($('new-email'));
+  const password = /** @type {HTMLInputElement} */ ($('email-password'));
+  const button = /** @type {HTMLButtonElement} */ ($('email-submit'));
+  const errorBox = $('email-error');
+  const statusBox = $('email-status');
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    busy(button, async () => {
+      say(errorBox);
+      say(statusBox);
+      fieldError(address, $('new-email-error'), '');
+      fieldError(password, $('email-password-error'), '');
+      const newEmail = address.value.trim();
+      if (newEmail.toLowerCase() === user.email.toLowerCase()) {
+        fieldError(address, $('new-email-error'), 'This is already your email address.');
+        address.focus();
+        return;
+      }
+      try {
+        const res = await secureFetch('/api/v1/auth/email/change', jsonPost({ new_email: newEmail, password: password.value }));
+        if (res.status === 202 || res.ok) {
+          form.reset();
+          say(
+            statusBox,
+            `We sent a confirmation link to ${newEmail}. Open it within 1 hour to finish the change; until then your address stays ${user.email}.`,
+          );
+          return;
+        }
+        if (res.status === 401) return;
+        const problem = await problemOf(res);
+        switch (problem.code) {
+          case 'invalid_email':
+            fieldError(address, $('new-email-error'), MESSAGES.invalid_email);
+            address.focus();
+            break;
+          case 'email_taken':
+            fieldError(address, $('new-email-error'), 'Another account already uses this address.');
+            address.focus();
+            break;
+          case 'invalid_credentials':
+            fieldError(password, $('email-password-error'), 'This is not your current password.');
+            say(errorBox, 'Your address was not changed: the password is wrong.');
+            password.focus();
+            break;
+          case 'reauthentication_required':
+            askToSignInAgain(errorBox, 'changing your email address');
+            break;
+          default:
+            say(errorBox, problemText(res, problem));
+        }
+      } catch (error) {
+        say(errorBox, networkMessage(error));
+      }
+    });
+  });
+}
+
 async function load() {
   try {
     // Both calls may hit an expired access token at once: secureFetch makes one refresh for both.
@@ -225,8 +404,17 @@ async function load() {
     $('me-id').textContent = me.id;
     renderSessions(Array.isArray(sessions) ? sessions : []);
 
+    // Email (SPEC 10): the unverified banner, and the forms that need the account's password.
+    user = { email: String(me.email), email_verified: me.email_verified === true };
+    $('verify-email').textContent = user.email;
+    showVerified(user.email_verified);
+    /** @type {HTMLInputElement} */ ($('password-username')).value = user.email;
+    const hasPassword = providers.includes('password');
+    $('security-panes').hidden = !hasPassword;
+    $('no-password').hidden = hasPassword;
+
     $('loading').hidden = true;
-    for (const id of ['profile', 'sessions-section', 'signout-section']) $(id).hidden = false;
+    for (const id of ['profile', 'security-section', 'sessions-section', 'signout-section']) $(id).hidden = false;
   } catch (error) {
     $('loading').hidden = true;
     showError(networkMessage(error));
