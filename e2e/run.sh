@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the pages and the browser client in Debian's Chromium (issue 4).
 # Idempotent and non-interactive (CI=true, no stdin): installs Chromium with apt if missing,
-# the npm packages with `npm ci`, builds the server (debug) unless LATCHKEY_BIN names a binary,
-# then runs `node --test` on e2e/tests. Screenshots and server logs go to e2e/artifacts/.
+# the npm packages with `npm ci`, aiosmtpd with pip if missing (the mail tests' SMTP server),
+# builds the server (debug) unless LATCHKEY_BIN names a binary, then runs `node --test` on e2e/tests. Screenshots and server logs go to e2e/artifacts/.
 set -euo pipefail
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$E2E")"
@@ -19,6 +19,12 @@ fi
 
 # e2e needs only playwright-core (the client is served by the server, no build step).
 (cd "$E2E" && npm ci --no-audit --no-fund --prefer-offline </dev/null)
+
+# The mail tests receive mail with a real SMTP server, scripts/smtp_sink.py (aiosmtpd).
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "e2e: installing aiosmtpd with pip" >&2
+  python3 -m pip install -q aiosmtpd==1.4.6 </dev/null
+fi
 
 if [ -z "${LATCHKEY_BIN:-}" ]; then
   (cd "$ROOT" && cargo build -p latchkey-server </dev/null)

@@ -2,7 +2,7 @@
 // fresh SQLite database, and Debian's Chromium driven by playwright-core.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
@@ -45,8 +45,10 @@ async function freePort() {
  * Starts the server with ACCESS_TOKEN_TTL=2 on a fresh database in a temp dir (also its
  * working directory, so no stray `.env` is read). Its output goes to artifacts/<name>.server.log.
  * @param {string} name
+ * @param {{ env?: Record<string, string> }} [options] env: more variables (they win), e.g.
+ *   `{ SMTP_URL: sink.smtpUrl, REQUIRE_EMAIL_VERIFICATION: 'true' }`
  */
-export async function startServer(name) {
+export async function startServer(name, { env: extraEnv = {} } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'latchkey-e2e-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -60,6 +62,7 @@ export async function startServer(name) {
     LOG_FORMAT: 'text',
     NO_COLOR: '1',
     RUST_LOG: process.env.RUST_LOG || 'info',
+    ...extraEnv,
   };
   const child = spawn(BIN, ['serve'], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let log = '';
@@ -105,6 +108,124 @@ export async function startServer(name) {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * @typedef {object} Mail  one message as scripts/smtp_sink.py decoded it
+ * @property {string} file  its NNNNNN.json name
+ * @property {string} envelope_from
+ * @property {string[]} envelope_to
+ * @property {string} from
+ * @property {string} to
+ * @property {string} subject
+ * @property {string | null} text
+ * @property {string | null} html
+ * @property {[string, string][]} headers
+ */
+
+/**
+ * Starts a real SMTP server (scripts/smtp_sink.py, aiosmtpd) that keeps every message in a
+ * temp dir. Pass `smtpUrl` to startServer as SMTP_URL. Its output goes to
+ * artifacts/<name>.smtp.log.
+ * @param {string} name
+ */
+export async function startSmtpSink(name) {
+  const dir = await mkdtemp(join(tmpdir(), 'latchkey-smtp-'));
+  const child = spawn('python3', [join(REPO_DIR, 'scripts', 'smtp_sink.py'), '--dir', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PYTHONUNBUFFERED: '1' },
+  });
+  let log = '';
+  let exited = null;
+  child.on('exit', (code, signal) => (exited = { code, signal }));
+  child.on('error', (error) => (exited = { error }));
+  const port = await new Promise((resolvePort, reject) => {
+    const timer = setTimeout(() => reject(new Error(`smtp_sink did not start within 15 s\n${log}`)), 15_000);
+    const onData = (d) => {
+      log += d;
+      const m = /^listening 127\.0\.0\.1:(\d+)$/m.exec(log);
+      if (m) {
+        clearTimeout(timer);
+        resolvePort(Number(m[1]));
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', (d) => (log += d));
+    child.on('exit', () => {
+      clearTimeout(timer);
+      reject(new Error(`smtp_sink exited before listening: ${JSON.stringify(exited)}\n${log}`));
+    });
+  });
+  /** Messages already handed out by waitForMail (each is returned once). */
+  const taken = new Set();
+
+  /** Every message received so far, oldest first. @returns {Promise<Mail[]>} */
+  async function messages() {
+    const files = (await readdir(dir)).filter((f) => /^\d+\.json$/.test(f)).sort();
+    const out = [];
+    for (const file of files) out.push({ file, ...JSON.parse(await readFile(join(dir, file), 'utf8')) });
+    return out;
+  }
+
+  /** @param {Mail} m @param {string} to */
+  const isTo = (m, to) =>
+    [...(m.envelope_to || []), m.to].some((a) => String(a).toLowerCase().includes(to.toLowerCase()));
+
+  return {
+    port,
+    smtpUrl: `smtp://127.0.0.1:${port}`,
+    dir,
+    messages,
+    /**
+     * Waits (polling) for the oldest message to `to` with `subject` not returned before.
+     * @param {{ to: string, subject: string | RegExp, timeout?: number }} what
+     * @returns {Promise<Mail>}
+     */
+    async waitForMail({ to, subject, timeout = 15_000 }) {
+      const deadline = Date.now() + timeout;
+      const subjectOk = (s) => (typeof subject === 'string' ? s === subject : subject.test(s));
+      for (;;) {
+        const found = (await messages()).find((m) => !taken.has(m.file) && isTo(m, to) && subjectOk(m.subject));
+        if (found) {
+          taken.add(found.file);
+          return found;
+        }
+        if (exited) throw new Error(`smtp_sink exited: ${JSON.stringify(exited)}\n${log}`);
+        if (Date.now() > deadline) {
+          const got = (await messages()).map((m) => `${m.file} to ${m.to}: ${m.subject}`);
+          throw new Error(`no mail to ${to} with subject ${subject} within ${timeout} ms; received: ${JSON.stringify(got)}`);
+        }
+        await sleep(100);
+      }
+    },
+    /** Messages to `to` (any subject), oldest first. @param {string} to */
+    async messagesTo(to) {
+      return (await messages()).filter((m) => isTo(m, to));
+    },
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+        await once(child, 'exit').catch(() => {});
+        clearTimeout(timer);
+      }
+      await mkdir(ARTIFACTS, { recursive: true });
+      await writeFile(join(ARTIFACTS, `${basename(name)}.smtp.log`), log);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * The link of a mail's text part that opens `path` (e.g. '/reset-password'), as a URL.
+ * @param {Mail} mail
+ * @param {string} path
+ */
+export function linkFrom(mail, path) {
+  const links = [...String(mail.text || '').matchAll(/https?:\/\/[^\s<>"')\]]+/g)].map((m) => new URL(m[0]));
+  const link = links.find((u) => u.pathname === path);
+  if (!link) throw new Error(`no ${path} link in the mail "${mail.subject}": ${mail.text}`);
+  return link;
 }
 
 /**
