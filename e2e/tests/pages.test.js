@@ -25,7 +25,7 @@ async function cspWatch(context) {
 test('pages carry the security headers of SPEC 8 and are never cached', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
-  for (const path of ['/', '/login', '/account', '/login?error=oauth_denied']) {
+  for (const path of ['/', '/login', '/account', '/login?error=oauth_denied', '/forgot-password', '/reset-password', '/verify-email', '/confirm-email']) {
     // (Not a navigation: signed out, /account would go on to /login.)
     const res = await page.request.get(server.url + path);
     const h = res.headers();
@@ -41,6 +41,8 @@ test('pages carry the security headers of SPEC 8 and are never cached', async ()
   for (const [path, type] of [
     ['/client/latchkey.js', /^text\/javascript/],
     ['/static/account.js', /^text\/javascript/],
+    ['/static/flows.js', /^text\/javascript/],
+    ['/static/reset-password.js', /^text\/javascript/],
     ['/static/style.css', /^text\/css/],
   ]) {
     const res = await page.request.get(server.url + path);
