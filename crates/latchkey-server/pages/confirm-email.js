@@ -2,7 +2,8 @@
 // the token from the mailed link (SPEC 10). Served at /static/confirm-email.js.
 // Only on a click, never on load: a mail scanner that opens links and runs scripts must not
 // confirm a change. The token is the proof, no session is needed: plain fetch.
-import { MESSAGES, NETWORK, busy, messageIn, postJson, problemOf, retryText, say, takeToken } from './flows.js';
+import { secureFetch } from '/client/latchkey.js';
+import { MESSAGES, NETWORK, busy, messageIn, postJson, problemOf, retryText, say, signedInUser, takeToken } from './flows.js';
 
 const token = takeToken();
 
@@ -33,6 +34,12 @@ form.addEventListener('submit', (event) => {
         const email = body.user?.email;
         form.hidden = true;
         say(statusBox, email ? `Your email address is now ${email}.` : 'Your email address was changed.');
+        // Opened on another device than the one signed in: the way on is signing in.
+        if (!(await signedInUser(secureFetch))) {
+          const next = /** @type {HTMLAnchorElement} */ ($('account-link'));
+          next.href = '/login?next=%2Faccount';
+          next.textContent = 'Sign in';
+        }
         return;
       }
       const problem = await problemOf(res);

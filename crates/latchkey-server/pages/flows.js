@@ -99,6 +99,21 @@ export const jsonPost = (/** @type {unknown} */ body) => ({
 });
 
 /**
+ * The signed-in user, or null (nobody, or it cannot be told). For pages that need no
+ * session: nobody is sent to /login from here (onAuthFail does nothing).
+ * @param {(url: string, options?: RequestInit, onAuthFail?: () => void) => Promise<Response>} secureFetch
+ * @returns {Promise<{ email: string, email_verified: boolean } | null>}
+ */
+export async function signedInUser(secureFetch) {
+  try {
+    const res = await secureFetch('/api/v1/me', { cache: 'no-store' }, () => {});
+    return res.ok ? await res.json() : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
  * An `<a>` (never HTML from strings).
  * @param {string} href
  * @param {string} text

@@ -3,7 +3,7 @@
 // The token is the proof, no session is needed: plain fetch for it; secureFetch only to find
 // out whether someone is signed in, to point them to the right place.
 import { secureFetch } from '/client/latchkey.js';
-import { MESSAGES, NETWORK, link, messageIn, postJson, problemOf, retryText, say, takeToken } from './flows.js';
+import { MESSAGES, NETWORK, link, messageIn, postJson, problemOf, retryText, say, signedInUser, takeToken } from './flows.js';
 
 const token = takeToken();
 
@@ -11,19 +11,7 @@ const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.get
 const errorBox = $('error');
 const statusBox = $('status');
 
-/**
- * The signed-in user, or null (not signed in, or it cannot be told): never sends anyone to
- * /login from here.
- * @returns {Promise<{ email: string, email_verified: boolean } | null>}
- */
-async function whoIsSignedIn() {
-  try {
-    const res = await secureFetch('/api/v1/me', { cache: 'no-store' }, () => {});
-    return res.ok ? await res.json() : null;
-  } catch {
-    return null;
-  }
-}
+const whoIsSignedIn = () => signedInUser(secureFetch);
 
 /** After a success: on to the account page, or to signing in for someone who is not. */
 async function offerNext() {
