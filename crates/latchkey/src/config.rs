@@ -59,6 +59,38 @@ impl fmt::Debug for GoogleConfig {
     }
 }
 
+/// Where mail goes (`SMTP_URL`, SPEC 2 and 10).
+#[derive(Clone)]
+pub enum MailTransport {
+    /// Development without `SMTP_URL`: mail stays in the outbox, is listed at `/dev/mail`,
+    /// and each message's link is logged.
+    DevOutbox,
+    /// Delivered over SMTP. The URL may carry a password: never shown.
+    Smtp(SecretString),
+    /// `SMTP_URL=disabled`: the mail flows answer 404 `mail_not_configured`.
+    Disabled,
+}
+
+impl fmt::Debug for MailTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MailTransport::DevOutbox => "DevOutbox",
+            MailTransport::Smtp(_) => "Smtp([redacted])",
+            MailTransport::Disabled => "Disabled",
+        })
+    }
+}
+
+/// Mail settings (SPEC 2, 10).
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// `MAIL_FROM`, checked to be one RFC 5322 mailbox.
+    pub from: String,
+    /// `REQUIRE_EMAIL_VERIFICATION`.
+    pub require_verification: bool,
+}
+
 /// Argon2id cost parameters. Production uses [`PasswordParams::default`] (SPEC 8); tests may
 /// lower them through [`Config`] directly — there is deliberately no environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +130,10 @@ pub struct RateLimits {
     pub auth_per_device: Quota,
     /// Refreshes per session.
     pub refresh_per_session: Quota,
+    /// Requests that send mail (verification, reset, address change) per client IP.
+    pub mail_per_ip: Quota,
+    /// Requests that send mail per recipient address.
+    pub mail_per_address: Quota,
 }
 
 impl Default for RateLimits {
@@ -118,6 +154,14 @@ impl Default for RateLimits {
             refresh_per_session: Quota {
                 burst: 120,
                 period: Duration::from_millis(500),
+            },
+            mail_per_ip: Quota {
+                burst: 20,
+                period: Duration::from_secs(30),
+            },
+            mail_per_address: Quota {
+                burst: 3,
+                period: Duration::from_secs(300),
             },
         }
     }
@@ -167,6 +211,10 @@ pub struct Config {
     /// `SECRETS_KEY` (or the key in `SECRETS_KEY_FILE`), which seals the secrets stored in
     /// the database. `None` only in development on SQLite (see [`crate::secrets`]).
     pub secrets_key: Option<crate::secrets::SecretsKey>,
+    pub mail: MailConfig,
+    /// How recent a sign-in must be for changing the password or address (SPEC 11: 10
+    /// minutes; set in code, no environment variable).
+    pub recent_auth: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -183,6 +231,7 @@ impl fmt::Debug for Config {
             .field("google", &self.google)
             .field("allowed_origins", &self.allowed_origins)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("mail", &self.mail)
             .finish_non_exhaustive()
     }
 }
@@ -418,6 +467,8 @@ impl Config {
             })?,
         };
 
+        let mail = parse_mail(get, production, &url)?;
+
         Ok(Self {
             production,
             env_value,
@@ -443,6 +494,8 @@ impl Config {
             max_connections,
             poll_interval: Duration::from_millis(500),
             secrets_key,
+            mail,
+            recent_auth: Duration::from_secs(600),
         })
     }
 
@@ -477,7 +530,7 @@ impl Config {
             (Some(v), true) => format!("ENV={v:?} from .env"),
         };
         format!(
-            "latchkey starting: mode={} ({why}), listen={}, public_url={}, database={}, google={}",
+            "latchkey starting: mode={} ({why}), listen={}, public_url={}, database={}, google={}, mail={}",
             if self.production {
                 "production"
             } else {
@@ -487,8 +540,93 @@ impl Config {
             self.public_url,
             self.database_kind(),
             if self.google.is_some() { "on" } else { "off" },
+            match self.mail.transport {
+                MailTransport::DevOutbox => "outbox only (no SMTP_URL; see /dev/mail)",
+                MailTransport::Smtp(_) => "smtp",
+                MailTransport::Disabled => "disabled",
+            },
         )
     }
+}
+
+/// `SMTP_URL`, `MAIL_FROM`, `REQUIRE_EMAIL_VERIFICATION` (SPEC 2). Errors never repeat the
+/// SMTP URL (it may hold a password).
+fn parse_mail(
+    get: &dyn Fn(&str) -> Option<String>,
+    production: bool,
+    public_url: &Url,
+) -> Result<MailConfig, ConfigError> {
+    let transport = match get("SMTP_URL") {
+        None if production => {
+            return Err(ConfigError::new(
+                "SMTP_URL",
+                "required when ENV=production (smtps://user:password@host, \
+                 smtp://host?tls=required, or `disabled` to turn the mail flows off)",
+            ));
+        }
+        None => MailTransport::DevOutbox,
+        Some(v) if v == "disabled" => MailTransport::Disabled,
+        Some(v) => {
+            let u = Url::parse(&v).map_err(|_| {
+                ConfigError::new("SMTP_URL", "not a URL (expected smtps://… or smtp://…)")
+            })?;
+            let host = u.host_str().unwrap_or_default().to_owned();
+            if host.is_empty() {
+                return Err(ConfigError::new("SMTP_URL", "has no host"));
+            }
+            let tls_required = u.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+            match u.scheme() {
+                "smtps" => {}
+                "smtp" if tls_required => {}
+                "smtp" => {
+                    let loopback = host == "localhost"
+                        || host
+                            .trim_matches(|c| c == '[' || c == ']')
+                            .parse::<std::net::IpAddr>()
+                            .is_ok_and(|ip| ip.is_loopback());
+                    if production && !loopback {
+                        return Err(ConfigError::new(
+                            "SMTP_URL",
+                            "plain smtp:// to a host other than loopback is refused when \
+                             ENV=production: use smtps:// or smtp://…?tls=required",
+                        ));
+                    }
+                }
+                other => {
+                    return Err(ConfigError::new(
+                        "SMTP_URL",
+                        format!("unsupported scheme {other:?} (expected smtps or smtp)"),
+                    ));
+                }
+            }
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(&v)
+                .map_err(|e| ConfigError::new("SMTP_URL", format!("not usable: {e}")))?;
+            MailTransport::Smtp(SecretString::from(v))
+        }
+    };
+    let from = get("MAIL_FROM").unwrap_or_else(|| {
+        format!(
+            "latchkey <no-reply@{}>",
+            public_url.host_str().unwrap_or("localhost")
+        )
+    });
+    from.parse::<lettre::message::Mailbox>()
+        .map_err(|e| ConfigError::new("MAIL_FROM", format!("not a mailbox ({e}): {from:?}")))?;
+    let require_verification = match get("REQUIRE_EMAIL_VERIFICATION").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ConfigError::new(
+                "REQUIRE_EMAIL_VERIFICATION",
+                format!("expected true or false, got {other:?}"),
+            ));
+        }
+    };
+    Ok(MailConfig {
+        transport,
+        from,
+        require_verification,
+    })
 }
 
 /// `SECRETS_KEY` or `SECRETS_KEY_FILE` (SPEC 2): required in production and with
@@ -582,6 +720,7 @@ mod tests {
             ("ENV", "production"),
             ("PUBLIC_URL", "https://example.com"),
             ("SECRETS_KEY", KEY),
+            ("SMTP_URL", "disabled"),
         ])
         .unwrap();
         assert!(ok.production);
@@ -639,6 +778,57 @@ mod tests {
 
     const KEY: &str = "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=";
 
+    /// SPEC 2: production needs SMTP_URL (or `disabled`); plain SMTP only to loopback there;
+    /// errors never repeat the URL's password.
+    #[test]
+    fn smtp_url_rules() {
+        let prod = |smtp: Option<&str>| {
+            let mut pairs = vec![
+                ("ENV", "production"),
+                ("PUBLIC_URL", "https://example.com"),
+                ("SECRETS_KEY", KEY),
+            ];
+            if let Some(v) = smtp {
+                pairs.push(("SMTP_URL", v));
+            }
+            Config::from_pairs(pairs)
+        };
+        assert_eq!(prod(None).unwrap_err().var, "SMTP_URL");
+        assert!(matches!(
+            prod(Some("disabled")).unwrap().mail.transport,
+            MailTransport::Disabled
+        ));
+        for ok in [
+            "smtps://user:pw@mail.example.com",
+            "smtp://mail.example.com:587?tls=required",
+            "smtp://127.0.0.1:2525",
+            "smtp://localhost:25",
+        ] {
+            assert!(
+                matches!(
+                    prod(Some(ok)).unwrap().mail.transport,
+                    MailTransport::Smtp(_)
+                ),
+                "{ok}"
+            );
+        }
+        let err = prod(Some("smtp://user:hunter2@mail.example.com:25")).unwrap_err();
+        assert_eq!(err.var, "SMTP_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(prod(Some("http://x")).unwrap_err().var, "SMTP_URL");
+        // Development: plain SMTP anywhere; no SMTP_URL keeps mail in the outbox.
+        let dev = Config::from_pairs([("SMTP_URL", "smtp://mail.example.com:25")]).unwrap();
+        assert!(matches!(dev.mail.transport, MailTransport::Smtp(_)));
+        let dev = Config::from_pairs([]).unwrap();
+        assert!(matches!(dev.mail.transport, MailTransport::DevOutbox));
+        assert_eq!(dev.mail.from, "latchkey <no-reply@localhost>");
+        assert!(!dev.mail.require_verification);
+        let err = Config::from_pairs([("MAIL_FROM", "a\r\nBcc: x@evil.test")]).unwrap_err();
+        assert_eq!(err.var, "MAIL_FROM");
+        let err = Config::from_pairs([("REQUIRE_EMAIL_VERIFICATION", "yes")]).unwrap_err();
+        assert_eq!(err.var, "REQUIRE_EMAIL_VERIFICATION");
+    }
+
     /// Finding 5 (issue 9): production and PostgreSQL need SECRETS_KEY; a bad one is named
     /// without being repeated.
     #[test]
@@ -651,6 +841,7 @@ mod tests {
             assert_eq!(err.var, "SECRETS_KEY", "{pairs:?}");
             let mut with = pairs.clone();
             with.push(("SECRETS_KEY", KEY));
+            with.push(("SMTP_URL", "disabled"));
             assert!(Config::from_pairs(with).unwrap().secrets_key.is_some());
         }
         // Development on SQLite: none needed (generated beside the file, or ephemeral).

@@ -53,6 +53,23 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("The request body did not arrive in time.")]
     RequestTimeout,
+    /// A mail token (verification, reset, address change) that is unknown, used, expired,
+    /// for another purpose or no longer matches the account (SPEC 10). A 400, unlike the
+    /// access token's 401 `token_invalid`.
+    #[error("The link is invalid, already used or expired.")]
+    LinkInvalid,
+    #[error("The email address is already verified.")]
+    AlreadyVerified,
+    #[error("Mail is not configured on this server.")]
+    MailNotConfigured,
+    /// A signed-in user's wrong password (SPEC 10: 403, never 401 — a 401 means "your
+    /// session is gone" to every client).
+    #[error("The password is incorrect.")]
+    WrongPassword,
+    #[error("Sign in again to do this: the last sign-in is too long ago.")]
+    ReauthenticationRequired,
+    #[error("Verify your email address first: open the link we sent you.")]
+    EmailUnverified,
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] BoxError),
     /// The password-hashing queue is full (SPEC 8).
@@ -85,14 +102,17 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidRequest(_) | InvalidEmail | WeakPassword(_) => StatusCode::BAD_REQUEST,
-            EmailTaken => StatusCode::CONFLICT,
+            InvalidRequest(_) | InvalidEmail | WeakPassword(_) | LinkInvalid => {
+                StatusCode::BAD_REQUEST
+            }
+            EmailTaken | AlreadyVerified => StatusCode::CONFLICT,
+            WrongPassword | ReauthenticationRequired | EmailUnverified => StatusCode::FORBIDDEN,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired
             | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => {
                 StatusCode::UNAUTHORIZED
             }
-            NotFound | ProviderNotConfigured => StatusCode::NOT_FOUND,
+            NotFound | ProviderNotConfigured | MailNotConfigured => StatusCode::NOT_FOUND,
             CrossOriginRejected => StatusCode::FORBIDDEN,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -128,6 +148,12 @@ impl ApiError {
             UnsupportedMediaType => "unsupported_media_type",
             MethodNotAllowed => "method_not_allowed",
             RequestTimeout => "request_timeout",
+            LinkInvalid => "token_invalid",
+            AlreadyVerified => "already_verified",
+            MailNotConfigured => "mail_not_configured",
+            WrongPassword => "invalid_credentials",
+            ReauthenticationRequired => "reauthentication_required",
+            EmailUnverified => "email_unverified",
             Unavailable(_) => "unavailable",
             Overloaded { .. } => "overloaded",
             Internal(_) => "internal",

@@ -36,6 +36,7 @@ pub mod device;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod mail;
 pub mod oidc;
 pub mod password;
 pub mod ratelimit;

@@ -47,6 +47,11 @@ pub enum Bucket {
     /// Signups per canonical email (every attempt counts).
     SignupPerEmail,
     RefreshPerSession,
+    /// Requests that send mail, per client IP (every request counts).
+    MailPerIp,
+    /// Requests that send mail, per recipient address (every request counts, whether or
+    /// not an account has the address).
+    MailPerAddress,
 }
 
 impl Bucket {
@@ -61,6 +66,8 @@ pub struct MemoryLimiter {
     per_ip: DefaultKeyedRateLimiter<String>,
     signup_per_email: DefaultKeyedRateLimiter<String>,
     per_session: DefaultKeyedRateLimiter<String>,
+    mail_per_ip: DefaultKeyedRateLimiter<String>,
+    mail_per_address: DefaultKeyedRateLimiter<String>,
     failures_per_email: RefundableGcra,
     failures_per_device: RefundableGcra,
 }
@@ -142,6 +149,8 @@ impl MemoryLimiter {
             per_ip: DefaultKeyedRateLimiter::keyed(quota(l.auth_per_ip)),
             signup_per_email: DefaultKeyedRateLimiter::keyed(quota(l.auth_per_email)),
             per_session: DefaultKeyedRateLimiter::keyed(quota(l.refresh_per_session)),
+            mail_per_ip: DefaultKeyedRateLimiter::keyed(quota(l.mail_per_ip)),
+            mail_per_address: DefaultKeyedRateLimiter::keyed(quota(l.mail_per_address)),
             failures_per_email: RefundableGcra::new(l.auth_per_email),
             failures_per_device: RefundableGcra::new(l.auth_per_device),
         }
@@ -152,6 +161,8 @@ impl MemoryLimiter {
         self.per_ip.retain_recent();
         self.signup_per_email.retain_recent();
         self.per_session.retain_recent();
+        self.mail_per_ip.retain_recent();
+        self.mail_per_address.retain_recent();
         self.failures_per_email.prune();
         self.failures_per_device.prune();
     }
@@ -164,6 +175,8 @@ impl RateLimiter for MemoryLimiter {
             Bucket::AuthPerIp => &self.per_ip,
             Bucket::SignupPerEmail => &self.signup_per_email,
             Bucket::RefreshPerSession => &self.per_session,
+            Bucket::MailPerIp => &self.mail_per_ip,
+            Bucket::MailPerAddress => &self.mail_per_address,
             Bucket::AuthPerEmail => return self.failures_per_email.check(key),
             Bucket::AuthPerDevice => return self.failures_per_device.check(key),
         };
@@ -222,6 +235,15 @@ impl Limits {
             limits: self.clone(),
             budget: who,
         })
+    }
+
+    /// A request that sends mail: counted per client IP and per recipient address.
+    pub async fn check_mail(&self, ip: &str, address: &str) -> Result<(), ApiError> {
+        self.0.check(Bucket::MailPerIp, ip).await.map_err(limited)?;
+        self.0
+            .check(Bucket::MailPerAddress, address)
+            .await
+            .map_err(limited)
     }
 
     pub async fn check_refresh(&self, session: &str) -> Result<(), ApiError> {

@@ -9,6 +9,7 @@ use crate::clock::{ms, now_ms};
 use crate::config::Config;
 use crate::cookies::CookiePolicy;
 use crate::device::DeviceKey;
+use crate::mail::Mailer;
 use crate::oidc::GoogleProvider;
 use crate::oidc::state_cookie::StateSealer;
 use crate::password::PasswordHasher;
@@ -34,6 +35,8 @@ pub enum StartError {
     /// `SECRETS_KEY` is missing, wrong, or does not open what the database holds.
     #[error("{0}")]
     Secrets(#[from] crate::secrets::SecretsError),
+    #[error("mail: {0}")]
+    Mail(String),
 }
 
 /// Shared state of a running latchkey. Cheap to clone.
@@ -56,6 +59,16 @@ struct Inner {
     google: Option<Arc<GoogleProvider>>,
     verified_tokens: VerifiedTokens,
     profiles: ProfileCache,
+    mailer: Mailer,
+}
+
+impl crate::mail::outbox::Outbox for Inner {
+    fn store(&self) -> &dyn Store {
+        &*self.store
+    }
+    fn mailer(&self) -> &Mailer {
+        &self.mailer
+    }
 }
 
 fn metrics_handle() -> PrometheusHandle {
@@ -124,7 +137,16 @@ impl AppState {
         let limiter: Arc<dyn RateLimiter> = store
             .rate_limiter(config.rate_limits)
             .unwrap_or_else(|| Arc::new(MemoryLimiter::new(config.rate_limits)));
+        let smtp = match crate::mail::outbox::smtp_url(&config.mail.transport) {
+            Some(url) => Some(
+                crate::mail::outbox::transport(url)
+                    .map_err(|e| StartError::Mail(format!("SMTP_URL not usable: {e}")))?,
+            ),
+            None => None,
+        };
+        let (mailer, reset_requests) = Mailer::new(&config, secrets_key.clone());
         let state = Self(Arc::new(Inner {
+            mailer,
             cookies: CookiePolicy::new(config.production),
             limiter: Limits(limiter.clone()),
             config,
@@ -141,6 +163,10 @@ impl AppState {
             google,
         }));
         state.spawn_background(next, limiter);
+        if let Some(smtp) = smtp {
+            crate::mail::outbox::spawn_worker(Arc::downgrade(&state.0), smtp);
+        }
+        state.spawn_reset_requests(reset_requests);
         Ok(state)
     }
 
@@ -173,8 +199,18 @@ impl AppState {
                         }
                     }
                 }
+                // Delivered and given-up mail, and expired mail tokens, a week on.
+                if n % 1200 == 40 {
+                    let week = 7 * 24 * 3600 * 1000;
+                    match inner.store.prune_mail(now_ms() - week).await {
+                        Ok(0) => {}
+                        Ok(k) => tracing::info!(rows = k, "pruned old mail and mail tokens"),
+                        Err(e) => tracing::warn!(error = %e, "mail pruning failed; retrying later"),
+                    }
+                }
                 // Keys change rarely: every ~10 polls (5 s by default).
                 if n.is_multiple_of(10) {
+                    crate::mail::outbox::update_gauges(&*inner.store).await;
                     if let Err(e) = inner.keys.reload().await {
                         tracing::warn!(error = %e, "key reload failed; retrying");
                     }
@@ -182,6 +218,23 @@ impl AppState {
                 }
                 metrics::gauge!("latchkey_revoked_sessions_cached")
                     .set(inner.revocations.len() as f64);
+            }
+        });
+    }
+
+    /// Forgot-password requests are looked up and mailed here, after their response went out.
+    fn spawn_reset_requests(
+        &self,
+        mut rx: tokio::sync::mpsc::Receiver<(crate::domain::Email, String)>,
+    ) {
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            while let Some((email, ip)) = rx.recv().await {
+                let Some(inner) = weak.upgrade() else { break };
+                let state = AppState(inner);
+                if let Err(e) = crate::http::email::send_reset_link(&state, &email, &ip).await {
+                    tracing::warn!(error = %e, "forgot password: the reset mail could not be queued");
+                }
             }
         });
     }
@@ -232,6 +285,10 @@ impl AppState {
     /// Google sign-in, when `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` are set.
     pub fn google(&self) -> Option<&GoogleProvider> {
         self.0.google.as_deref()
+    }
+    /// Composes and queues mail (SPEC 10).
+    pub fn mailer(&self) -> &Mailer {
+        &self.0.mailer
     }
     /// The connection limits [`crate::serve`] should use (SPEC 8).
     pub fn serve_options(&self) -> crate::server::ServeOptions {

@@ -60,6 +60,7 @@ async fn app_in(production: bool) -> TestApp {
                 ("ENV", "production"),
                 ("PUBLIC_URL", "https://auth.example"),
                 ("SECRETS_KEY", common::TEST_SECRETS_KEY),
+                ("SMTP_URL", "disabled"),
             ])
             .unwrap();
             p.database_url = url;

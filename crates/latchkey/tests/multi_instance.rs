@@ -106,6 +106,8 @@ fn unlimited() -> RateLimits {
         auth_per_email: q,
         auth_per_device: q,
         refresh_per_session: q,
+        mail_per_ip: q,
+        mail_per_address: q,
     }
 }
 

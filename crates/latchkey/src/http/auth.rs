@@ -77,6 +77,18 @@ pub struct AuthResponse {
     pub access_expires_at: String,
 }
 
+/// The answer to signup: signed in, or — with `REQUIRE_EMAIL_VERIFICATION=true` — created
+/// and waiting for the address to be verified (no cookies, no `access_expires_at`).
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct SignupResponse {
+    pub user: UserView,
+    /// When the access token expires (RFC 3339); absent when no session was started.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub access_expires_at: Option<String>,
+    /// True when the account must verify its address (the mailed link) before signing in.
+    pub verification_required: bool,
+}
+
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
 pub struct RefreshResponse {
     /// When the new access token expires (RFC 3339).
@@ -112,7 +124,7 @@ fn with_cookies(
 
 /// [`with_cookies`] for a password sign-in: also the device cookie for `user` (keeping the
 /// id of the `device` the browser presented, if it was this user's).
-fn signed_in_with_password(
+pub(crate) fn signed_in_with_password(
     state: &AppState,
     status: StatusCode,
     tokens: &IssuedTokens,
@@ -144,7 +156,7 @@ fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
 /// Creates a password account and signs it in.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses(
-        (status = 201, description = "Account created; access, refresh and device cookies set", body = AuthResponse),
+        (status = 201, description = "Account created and a verification link mailed; access, refresh and device cookies set — unless `REQUIRE_EMAIL_VERIFICATION=true`: then no cookies and `verification_required: true`", body = SignupResponse),
         (status = 400, description = "`invalid_request`, `invalid_email`, `weak_password`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
@@ -170,21 +182,32 @@ pub async fn signup(
         .hash(password)
         .await
         .map_err(ApiError::from)?;
-    let user = state
-        .store()
-        .create_user(NewUser {
-            id: crate::domain::UserId::new(),
-            email,
-            name,
-            password_hash: Some(hash),
-            email_verified: false,
-            created_at: now_ms(),
-        })
+    let new_user = NewUser {
+        id: crate::domain::UserId::new(),
+        email,
+        name,
+        password_hash: Some(hash),
+        email_verified: false,
+        created_at: now_ms(),
+    };
+    // The account and its verification mail, in one transaction (SPEC 10).
+    crate::http::email::create_account(&state, &new_user)
         .await
         .map_err(|e| match e {
             StoreError::Conflict => ApiError::EmailTaken,
             e => e.into(),
         })?;
+    let user = UserRecord::from(new_user);
+    metrics::counter!("latchkey_signups_total").increment(1);
+    let view = UserView::new(&user, vec!["password".to_owned()]);
+    if state.config().mail.require_verification {
+        let body = SignupResponse {
+            user: view,
+            access_expires_at: None,
+            verification_required: true,
+        };
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
+    }
     let tokens = session::start(
         &state,
         user.id,
@@ -194,10 +217,10 @@ pub async fn signup(
         },
     )
     .await?;
-    metrics::counter!("latchkey_signups_total").increment(1);
-    let body = AuthResponse {
-        user: UserView::new(&user, vec!["password".to_owned()]),
-        access_expires_at: rfc3339(tokens.access_expires_at * 1000),
+    let body = SignupResponse {
+        user: view,
+        access_expires_at: Some(rfc3339(tokens.access_expires_at * 1000)),
+        verification_required: false,
     };
     Ok(signed_in_with_password(
         &state,
@@ -214,7 +237,7 @@ pub async fn signup(
         (status = 200, description = "Signed in; access, refresh and device cookies set", body = AuthResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials` — the same for an unknown email", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`; `email_unverified` (right password, but `REQUIRE_EMAIL_VERIFICATION=true` and the address is not verified yet)", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "`request_timeout`: the body did not arrive within 10 s of the headers", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
@@ -270,6 +293,11 @@ pub async fn login(
         }
     };
     attempt.give_back().await;
+    // SPEC 10: with REQUIRE_EMAIL_VERIFICATION, a password account signs in only once its
+    // address is verified (told only to someone who knows the password).
+    if state.config().mail.require_verification && !user.email_verified {
+        return Err(ApiError::EmailUnverified);
+    }
     let tokens = session::start(
         &state,
         user.id,

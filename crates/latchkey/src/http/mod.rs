@@ -1,6 +1,8 @@
 //! The HTTP surface: router, extractors, the origin check, layers, and handlers by resource.
 
 pub mod auth;
+pub mod dev_mail;
+pub mod email;
 pub mod extract;
 pub mod google;
 pub mod middleware;
@@ -26,6 +28,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
         .route("/api/v1/auth/sessions", get(auth::list_sessions))
         .route("/api/v1/auth/sessions/{id}", delete(auth::delete_session))
+        .route(
+            "/api/v1/auth/email/verify/send",
+            post(email::send_verification),
+        )
+        .route("/api/v1/auth/email/verify", post(email::verify))
+        .route("/api/v1/auth/email/change", post(email::change_email))
+        .route(
+            "/api/v1/auth/email/change/confirm",
+            post(email::confirm_email_change),
+        )
+        .route("/api/v1/auth/password/forgot", post(email::forgot))
+        .route("/api/v1/auth/password/reset", post(email::reset))
+        .route("/api/v1/auth/password/change", post(email::change_password))
+        .route("/dev/mail", get(dev_mail::page))
         .route("/api/v1/auth/google/login", get(google::login))
         .route("/api/v1/auth/google/callback", get(google::callback))
         .route("/api/v1/me", get(auth::me))

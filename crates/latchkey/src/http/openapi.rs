@@ -3,7 +3,7 @@
 use utoipa::OpenApi;
 
 use crate::error::Problem;
-use crate::http::{auth, google, ops};
+use crate::http::{auth, email, google, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -11,11 +11,13 @@ use crate::http::{auth, google, ops};
     paths(
         auth::signup, auth::login, auth::refresh, auth::logout, auth::logout_all,
         auth::list_sessions, auth::delete_session, auth::me,
+        email::send_verification, email::verify, email::forgot, email::reset,
+        email::change_password, email::change_email, email::confirm_email_change,
         google::login, google::callback,
         ops::jwks, ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList)),
-    tags((name = "auth"), (name = "sessions"), (name = "users"), (name = "ops")),
+    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted)),
+    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "ops")),
 )]
 struct ApiDoc;
 

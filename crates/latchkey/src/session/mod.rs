@@ -67,6 +67,7 @@ pub async fn start(
         revoked_at: None,
         user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
         ip: client.ip,
+        auth_time: now,
     };
     if !state.store().insert_session(&record).await? {
         // The user was disabled (or removed) while signing in.
@@ -92,8 +93,13 @@ pub(crate) fn issue(
         .min(last_second - now_secs)
         .max(0);
     let keys = state.keys().current();
-    let (token, claims) = access::issue(&keys, &cfg.public_url, s.user_id, s.id, now_secs, ttl)
-        .map_err(ApiError::internal)?;
+    let who = access::Subject {
+        sub: s.user_id,
+        sid: s.id,
+        auth_time: s.auth_time.div_euclid(1000),
+    };
+    let (token, claims) =
+        access::issue(&keys, &cfg.public_url, who, now_secs, ttl).map_err(ApiError::internal)?;
     let refresh_left = (s.expires_at() - now).max(0) as u64;
     Ok(IssuedTokens {
         access_token: token,

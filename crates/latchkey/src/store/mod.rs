@@ -5,6 +5,7 @@
 //! Timestamps are Unix milliseconds (`i64`) so the grace window and expiries are exact and
 //! both backends store the same thing.
 
+mod mail_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -26,6 +27,10 @@ pub enum StoreError {
     /// A uniqueness constraint refused the write (e.g. the email is taken).
     #[error("conflict")]
     Conflict,
+    /// A precondition of [`Store::apply`] failed (a mail token no longer usable); nothing
+    /// was written.
+    #[error("refused")]
+    Refused,
     /// The database cannot be reached right now; callers answer 503.
     #[error("database unavailable: {0}")]
     Unavailable(Source),
@@ -111,6 +116,9 @@ pub struct SessionRecord {
     pub revoked_at: Option<i64>,
     pub user_agent: Option<String>,
     pub ip: Option<String>,
+    /// When the user last proved who they are in this session (sign-in, reset): the access
+    /// token's `auth_time`, kept across refresh (SPEC 11).
+    pub auth_time: i64,
 }
 
 impl SessionRecord {
@@ -158,6 +166,8 @@ pub enum SecretTable {
     SigningKeys,
     /// `server_secrets.value`, by `name`.
     ServerSecrets,
+    /// `outbox.body` (a queued message, which carries a live link), by `id`.
+    Outbox,
 }
 
 impl SecretTable {
@@ -166,6 +176,7 @@ impl SecretTable {
         match self {
             SecretTable::SigningKeys => "signing_keys",
             SecretTable::ServerSecrets => "server_secrets",
+            SecretTable::Outbox => "outbox",
         }
     }
 }
@@ -183,7 +194,21 @@ impl SecretRow {
     /// The query both backends run to list every stored secret; its columns are what
     /// [`SecretRow::from_columns`] takes.
     pub(crate) const SELECT_ALL: &'static str = "SELECT 0, kid, private_der, key_id FROM signing_keys \
-         UNION ALL SELECT 1, name, value, key_id FROM server_secrets ORDER BY 1, 2";
+         UNION ALL SELECT 1, name, value, key_id FROM server_secrets \
+         UNION ALL SELECT 2, id, body, key_id FROM outbox WHERE body IS NOT NULL ORDER BY 1, 2";
+
+    /// The statement that writes a resealed value back (`$1` bytes, `$2` key id, `$3` name).
+    pub(crate) fn update_statement(table: SecretTable) -> &'static str {
+        match table {
+            SecretTable::SigningKeys => {
+                "UPDATE signing_keys SET private_der = $1, key_id = $2 WHERE kid = $3"
+            }
+            SecretTable::ServerSecrets => {
+                "UPDATE server_secrets SET value = $1, key_id = $2 WHERE name = $3"
+            }
+            SecretTable::Outbox => "UPDATE outbox SET body = $1, key_id = $2 WHERE id = $3",
+        }
+    }
 
     /// A row of [`SecretRow::SELECT_ALL`]: table (0 signing keys, 1 server secrets), name,
     /// stored bytes, key id.
@@ -191,10 +216,10 @@ impl SecretRow {
         (table, name, bytes, key_id): (i32, String, Vec<u8>, Option<String>),
     ) -> Self {
         SecretRow {
-            table: if table == 0 {
-                SecretTable::SigningKeys
-            } else {
-                SecretTable::ServerSecrets
+            table: match table {
+                0 => SecretTable::SigningKeys,
+                1 => SecretTable::ServerSecrets,
+                _ => SecretTable::Outbox,
             },
             name,
             secret: StoredSecret { key_id, bytes },
@@ -223,6 +248,141 @@ impl std::fmt::Debug for KeyRecord {
             .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
     }
+}
+
+/// What a token sent by mail is for (SPEC 10). A token works only for its purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenPurpose {
+    VerifyEmail,
+    ResetPassword,
+    ChangeEmail,
+}
+
+impl TokenPurpose {
+    pub const ALL: [TokenPurpose; 3] = [
+        TokenPurpose::VerifyEmail,
+        TokenPurpose::ResetPassword,
+        TokenPurpose::ChangeEmail,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::VerifyEmail => "verify_email",
+            TokenPurpose::ResetPassword => "reset_password",
+            TokenPurpose::ChangeEmail => "change_email",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    /// How long a token of this purpose is good for (SPEC 10).
+    pub fn lifetime(self) -> std::time::Duration {
+        std::time::Duration::from_secs(match self {
+            TokenPurpose::VerifyEmail => 24 * 3600,
+            TokenPurpose::ResetPassword => 30 * 60,
+            TokenPurpose::ChangeEmail => 3600,
+        })
+    }
+}
+
+/// A mail token as stored: its SHA-256, never the token.
+#[derive(Debug, Clone)]
+pub struct EmailToken {
+    pub hash: TokenHash,
+    pub purpose: TokenPurpose,
+    pub user_id: UserId,
+    /// The address the token was sent to.
+    pub email: Email,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+}
+
+/// A message in the outbox. `body` (the sealed message) is `None` once it was delivered or
+/// given up.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: String,
+    /// What the message is (`verify_email`, `password_changed`, …), for logs and metrics.
+    pub kind: String,
+    pub body: Option<StoredSecret>,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub attempts: i32,
+    pub sent_at: Option<i64>,
+    pub failed_at: Option<i64>,
+}
+
+/// How a delivery attempt ended, for [`Store::finish_mail`].
+#[derive(Debug, Clone, Copy)]
+pub enum MailOutcome<'a> {
+    /// Delivered: the body is erased.
+    Sent { at: i64 },
+    /// Not now: try again at `at`.
+    Retry { at: i64, error: &'a str },
+    /// Given up (a permanent refusal, or 24 hours of trying): the body is erased.
+    Failed { at: i64, error: &'a str },
+}
+
+/// Outbox figures for the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailStats {
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+    /// `created_at` of the oldest message not yet delivered nor given up.
+    pub oldest_unsent_at: Option<i64>,
+}
+
+/// One write of an account change. [`Store::apply`] makes a list of them in one
+/// transaction: all or nothing. That is how mail goes out with the change that causes it
+/// (SPEC 10: the outbox row is written in the same transaction).
+pub enum Change<'a> {
+    /// Creates a password account ([`StoreError::Conflict`] when the email is taken).
+    CreateUser(&'a NewUser),
+    /// Marks the mail token used. Refused ([`StoreError::Refused`]) unless it is unused,
+    /// unexpired, of `purpose`, of `user`, the user is not disabled and — except for an
+    /// address change, whose token names the new address — the user's address is still
+    /// the one it was sent to.
+    UseToken {
+        hash: &'a TokenHash,
+        purpose: TokenPurpose,
+        user: UserId,
+        now: i64,
+    },
+    InsertToken(&'a EmailToken),
+    /// Voids the user's unused tokens of these purposes.
+    VoidTokens {
+        user: UserId,
+        purposes: &'a [TokenPurpose],
+        now: i64,
+    },
+    SetPassword {
+        user: UserId,
+        hash: &'a str,
+    },
+    /// Marks the user's address verified, if it still is `email`.
+    MarkVerified {
+        user: UserId,
+        email: &'a Email,
+    },
+    /// Switches the user's address to `email`, verified ([`StoreError::Conflict`] when
+    /// another account has it).
+    SetEmail {
+        user: UserId,
+        email: &'a Email,
+    },
+    /// Revokes the user's live sessions, except `except`; the ids are returned by `apply`.
+    RevokeSessions {
+        user: UserId,
+        except: Option<SessionId>,
+        now: i64,
+        reason: &'a str,
+    },
+    /// Queues a message (its body already sealed).
+    Enqueue(&'a OutboxEntry),
 }
 
 /// What latchkey needs from a database.
@@ -342,6 +502,24 @@ pub trait Store: Send + Sync + 'static {
     /// replacement or `None`. An error from it rolls everything back. Returns how many rows
     /// changed.
     async fn reseal_secrets(&self, reseal: &Resealer<'_>) -> Result<u64>;
+
+    /// The mail token with this hash, whatever its state.
+    async fn email_token(&self, hash: &TokenHash) -> Result<Option<EmailToken>>;
+    /// Makes `changes` in one transaction, in order; returns the sessions revoked by
+    /// [`Change::RevokeSessions`]. Any refusal or error rolls everything back.
+    async fn apply(&self, changes: &[Change<'_>]) -> Result<Vec<SessionId>>;
+    /// Claims up to `limit` messages due at `now` that nobody holds (several instances never
+    /// claim the same row: `FOR UPDATE SKIP LOCKED` on PostgreSQL, the single writer on
+    /// SQLite) until `lease_until`, counting an attempt; returns them with their bodies.
+    async fn claim_mail(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxEntry>>;
+    /// Records how a claimed message's delivery attempt ended.
+    async fn finish_mail(&self, id: &str, outcome: MailOutcome<'_>) -> Result<()>;
+    async fn mail_stats(&self) -> Result<MailStats>;
+    /// The latest messages, newest first (the development outbox page).
+    async fn recent_mail(&self, limit: i64) -> Result<Vec<OutboxEntry>>;
+    /// Deletes mail tokens that expired before `before`, and outbox rows delivered or given
+    /// up before it; returns how many rows went.
+    async fn prune_mail(&self, before: i64) -> Result<u64>;
 
     /// A rate limiter shared by every instance on this store, if the backend offers one;
     /// `None` (the default) means each instance limits in memory.

@@ -22,9 +22,15 @@ use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
+use super::mail_sql::{
+    EMAIL_TOKEN_SELECT, ENQUEUE, INSERT_TOKEN, MAIL_STATS, OUTBOX_COLUMNS, OUTBOX_DUE, OutboxRow,
+    PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
+    mail_stats_from, outbox_entry,
+};
 use super::{
-    KeyRecord, NewIdentity, NewUser, Resealer, Result, SecretRow, SecretTable, SessionRecord,
-    Store, StoreError, StoredSecret, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec,
+    Change, EmailToken, KeyRecord, MailOutcome, MailStats, NewIdentity, NewUser, OutboxEntry,
+    Resealer, Result, SecretRow, SessionRecord, Store, StoreError, StoredSecret, TokenHash,
+    TokenMatch, UserRecord, classify, hash_from_vec,
 };
 use crate::config::{Quota, RateLimits};
 use crate::domain::{Email, SessionId, UserId};
@@ -100,6 +106,7 @@ struct SessionRow {
     revoked_at: Option<i64>,
     user_agent: Option<String>,
     ip: Option<String>,
+    auth_time: i64,
 }
 
 impl TryFrom<SessionRow> for SessionRecord {
@@ -118,6 +125,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             revoked_at: r.revoked_at,
             user_agent: r.user_agent,
             ip: r.ip,
+            auth_time: r.auth_time,
         })
     }
 }
@@ -132,7 +140,7 @@ struct MatchedSessionRow {
 
 const USER_COLUMNS: &str =
     "id, email, name, password_hash, email_verified, created_at, disabled_at";
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip";
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip, s.auth_time";
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…` or `postgresql://…`). Fails if the database does
@@ -357,8 +365,8 @@ impl Store for PostgresStore {
 
     async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
+            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
         )
         .bind(s.id.0)
         .bind(s.user_id.0)
@@ -369,6 +377,7 @@ impl Store for PostgresStore {
         .bind(s.absolute_expires_at)
         .bind(&s.user_agent)
         .bind(&s.ip)
+        .bind(s.auth_time)
         .execute(&self.pool)
         .await
         .map_err(classify)?;
@@ -605,6 +614,96 @@ impl Store for PostgresStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn email_token(&self, hash: &TokenHash) -> Result<Option<EmailToken>> {
+        let row: Option<(Vec<u8>, String, Uuid, String, i64, i64, Option<i64>)> =
+            sqlx::query_as(EMAIL_TOKEN_SELECT)
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(classify)?;
+        row.map(
+            |(hash, purpose, user, email, created_at, expires_at, used_at)| {
+                email_token_from(
+                    hash,
+                    &purpose,
+                    UserId(user),
+                    email,
+                    (created_at, expires_at, used_at),
+                )
+            },
+        )
+        .transpose()
+    }
+
+    async fn apply(&self, changes: &[Change<'_>]) -> Result<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let mut revoked = Vec::new();
+        for change in changes {
+            pg_apply_one(&mut tx, change, &mut revoked).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(revoked)
+    }
+
+    async fn claim_mail(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
+        // SKIP LOCKED: instances claiming at once each take different rows, none waits.
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 \
+             WHERE id IN ({OUTBOX_DUE} FOR UPDATE SKIP LOCKED) RETURNING {OUTBOX_COLUMNS}"
+        )))
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(outbox_entry).collect())
+    }
+
+    async fn finish_mail(&self, id: &str, outcome: MailOutcome<'_>) -> Result<()> {
+        let (q, at, error) = finish_statement(outcome);
+        sqlx::query(q)
+            .bind(at)
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn mail_stats(&self) -> Result<MailStats> {
+        let row: (i64, i64, i64, Option<i64>) = sqlx::query_as(MAIL_STATS)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(mail_stats_from(row))
+    }
+
+    async fn recent_mail(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY created_at DESC, id DESC LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(outbox_entry).collect())
+    }
+
+    async fn prune_mail(&self, before: i64) -> Result<u64> {
+        let mut n = 0;
+        for q in PRUNE_MAIL {
+            n += sqlx::query(q)
+                .bind(before)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
         pg_secret_rows(&self.pool).await
     }
@@ -613,22 +712,14 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         // Self-exclusive, readers unaffected: a concurrent reseal (another instance starting,
         // `secrets rotate`) or a new secret waits for this commit, and then sees its rows.
-        sqlx::query("LOCK TABLE signing_keys, server_secrets IN SHARE ROW EXCLUSIVE MODE")
+        sqlx::query("LOCK TABLE signing_keys, server_secrets, outbox IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
         let mut changed = 0;
         for row in pg_secret_rows(&mut *tx).await? {
             let Some(new) = reseal(&row)? else { continue };
-            let q = match row.table {
-                SecretTable::SigningKeys => {
-                    "UPDATE signing_keys SET private_der = $1, key_id = $2 WHERE kid = $3"
-                }
-                SecretTable::ServerSecrets => {
-                    "UPDATE server_secrets SET value = $1, key_id = $2 WHERE name = $3"
-                }
-            };
-            sqlx::query(q)
+            sqlx::query(SecretRow::update_statement(row.table))
                 .bind(&new.bytes)
                 .bind(&new.key_id)
                 .bind(&row.name)
@@ -643,6 +734,124 @@ impl Store for PostgresStore {
 
     fn rate_limiter(&self, limits: RateLimits) -> Option<Arc<dyn RateLimiter>> {
         Some(Arc::new(PgRateLimiter::new(self.pool.clone(), limits)))
+    }
+}
+
+/// One [`Change`] inside [`Store::apply`]'s transaction.
+async fn pg_apply_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    change: &Change<'_>,
+    revoked: &mut Vec<SessionId>,
+) -> Result<()> {
+    match *change {
+        Change::CreateUser(u) => pg_insert_user(&mut **tx, u).await,
+        Change::UseToken {
+            hash,
+            purpose,
+            user,
+            now,
+        } => {
+            let r = sqlx::query(USE_TOKEN)
+                .bind(now)
+                .bind(&hash[..])
+                .bind(purpose.as_str())
+                .bind(user.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            if r.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Refused)
+            }
+        }
+        Change::InsertToken(t) => {
+            sqlx::query(INSERT_TOKEN)
+                .bind(&t.hash[..])
+                .bind(t.purpose.as_str())
+                .bind(t.user_id.0)
+                .bind(t.email.as_str())
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::VoidTokens {
+            user,
+            purposes,
+            now,
+        } => {
+            for p in purposes {
+                sqlx::query(VOID_TOKENS)
+                    .bind(now)
+                    .bind(user.0)
+                    .bind(p.as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            Ok(())
+        }
+        Change::SetPassword { user, hash } => {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(user.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::MarkVerified { user, email } => {
+            sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1 AND email = $2")
+                .bind(user.0)
+                .bind(email.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::SetEmail { user, email } => {
+            sqlx::query("UPDATE users SET email = $1, email_verified = TRUE WHERE id = $2")
+                .bind(email.as_str())
+                .bind(user.0)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::RevokeSessions {
+            user,
+            except,
+            now,
+            reason,
+        } => {
+            let ids: Vec<(Uuid,)> = sqlx::query_as(REVOKE_SESSIONS_EXCEPT)
+                .bind(now)
+                .bind(reason)
+                .bind(user.0)
+                .bind(except.map(|s| s.0))
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(classify)?;
+            revoked.extend(ids.into_iter().map(|(id,)| SessionId(id)));
+            Ok(())
+        }
+        Change::Enqueue(m) => {
+            let body = m.body.as_ref();
+            sqlx::query(ENQUEUE)
+                .bind(&m.id)
+                .bind(&m.kind)
+                .bind(body.map(|b| &b.bytes[..]))
+                .bind(body.and_then(|b| b.key_id.as_deref()))
+                .bind(m.created_at)
+                .bind(m.next_attempt_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
     }
 }
 
@@ -692,6 +901,8 @@ impl PgRateLimiter {
             Bucket::AuthPerDevice => ("auth_device", self.limits.auth_per_device),
             Bucket::SignupPerEmail => ("signup_email", self.limits.auth_per_email),
             Bucket::RefreshPerSession => ("refresh_session", self.limits.refresh_per_session),
+            Bucket::MailPerIp => ("mail_ip", self.limits.mail_per_ip),
+            Bucket::MailPerAddress => ("mail_address", self.limits.mail_per_address),
         }
     }
 

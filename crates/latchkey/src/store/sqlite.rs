@@ -11,9 +11,15 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::mail_sql::{
+    EMAIL_TOKEN_SELECT, ENQUEUE, INSERT_TOKEN, MAIL_STATS, OUTBOX_COLUMNS, OUTBOX_DUE, OutboxRow,
+    PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
+    mail_stats_from, outbox_entry,
+};
 use super::{
-    KeyRecord, NewIdentity, NewUser, Resealer, Result, SecretRow, SecretTable, SessionRecord,
-    Store, StoreError, StoredSecret, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec,
+    Change, EmailToken, KeyRecord, MailOutcome, MailStats, NewIdentity, NewUser, OutboxEntry,
+    Resealer, Result, SecretRow, SessionRecord, Store, StoreError, StoredSecret, TokenHash,
+    TokenMatch, UserRecord, classify, hash_from_vec,
 };
 use crate::domain::{Email, SessionId, UserId};
 
@@ -73,6 +79,7 @@ struct SessionRow {
     revoked_at: Option<i64>,
     user_agent: Option<String>,
     ip: Option<String>,
+    auth_time: i64,
 }
 
 impl TryFrom<SessionRow> for SessionRecord {
@@ -91,6 +98,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             revoked_at: r.revoked_at,
             user_agent: r.user_agent,
             ip: r.ip,
+            auth_time: r.auth_time,
         })
     }
 }
@@ -120,7 +128,7 @@ async fn insert_user<'e>(
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip";
+const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip, auth_time";
 
 /// Whether `url` names an in-memory database (`sqlite::memory:`, `…?mode=memory`).
 pub fn is_memory(url: &str) -> bool {
@@ -423,8 +431,8 @@ impl Store for SqliteStore {
 
     async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
+            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
         )
         .bind(s.id.0.to_string())
         .bind(s.user_id.0.to_string())
@@ -435,6 +443,7 @@ impl Store for SqliteStore {
         .bind(s.absolute_expires_at)
         .bind(&s.user_agent)
         .bind(&s.ip)
+        .bind(s.auth_time)
         .execute(&self.pool)
         .await
         .map_err(classify)?;
@@ -675,6 +684,99 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
+    async fn email_token(&self, hash: &TokenHash) -> Result<Option<EmailToken>> {
+        let row: Option<EmailTokenRow> = sqlx::query_as(EMAIL_TOKEN_SELECT)
+            .bind(&hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.map(
+            |(hash, purpose, user, email, created_at, expires_at, used_at)| {
+                email_token_from(
+                    hash,
+                    &purpose,
+                    UserId(parse_uuid(&user)?),
+                    email,
+                    (created_at, expires_at, used_at),
+                )
+            },
+        )
+        .transpose()
+    }
+
+    async fn apply(&self, changes: &[Change<'_>]) -> Result<Vec<SessionId>> {
+        let mut tx = self
+            .pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)?;
+        let mut revoked = Vec::new();
+        for change in changes {
+            apply_one(&mut tx, change, &mut revoked).await?;
+        }
+        tx.commit().await.map_err(classify)?;
+        Ok(revoked)
+    }
+
+    async fn claim_mail(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<OutboxEntry>> {
+        // One writer at a time: the UPDATE's subquery and its write are one atomic step.
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET claimed_until = $1, attempts = attempts + 1 WHERE id IN ({}) RETURNING {OUTBOX_COLUMNS}",
+            OUTBOX_DUE
+        )))
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(outbox_entry).collect())
+    }
+
+    async fn finish_mail(&self, id: &str, outcome: MailOutcome<'_>) -> Result<()> {
+        let (q, at, error) = finish_statement(outcome);
+        sqlx::query(q)
+            .bind(at)
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn mail_stats(&self) -> Result<MailStats> {
+        let row: (i64, i64, i64, Option<i64>) = sqlx::query_as(MAIL_STATS)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(mail_stats_from(row))
+    }
+
+    async fn recent_mail(&self, limit: i64) -> Result<Vec<OutboxEntry>> {
+        let rows: Vec<OutboxRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY created_at DESC, id DESC LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(rows.into_iter().map(outbox_entry).collect())
+    }
+
+    async fn prune_mail(&self, before: i64) -> Result<u64> {
+        let mut n = 0;
+        for q in PRUNE_MAIL {
+            n += sqlx::query(q)
+                .bind(before)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?
+                .rows_affected();
+        }
+        Ok(n)
+    }
+
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
         secret_rows(&self.pool).await
     }
@@ -689,15 +791,7 @@ impl Store for SqliteStore {
         let mut changed = 0;
         for row in secret_rows(&mut *tx).await? {
             let Some(new) = reseal(&row)? else { continue };
-            let q = match row.table {
-                SecretTable::SigningKeys => {
-                    "UPDATE signing_keys SET private_der = ?, key_id = ? WHERE kid = ?"
-                }
-                SecretTable::ServerSecrets => {
-                    "UPDATE server_secrets SET value = ?, key_id = ? WHERE name = ?"
-                }
-            };
-            sqlx::query(q)
+            sqlx::query(SecretRow::update_statement(row.table))
                 .bind(&new.bytes)
                 .bind(&new.key_id)
                 .bind(&row.name)
@@ -708,6 +802,128 @@ impl Store for SqliteStore {
         }
         tx.commit().await.map_err(classify)?;
         Ok(changed)
+    }
+}
+
+/// A row of the mail-token query: hash, purpose, user id (TEXT), email, created, expires,
+/// used.
+type EmailTokenRow = (Vec<u8>, String, String, String, i64, i64, Option<i64>);
+
+/// One [`Change`] inside [`Store::apply`]'s transaction.
+async fn apply_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    change: &Change<'_>,
+    revoked: &mut Vec<SessionId>,
+) -> Result<()> {
+    match *change {
+        Change::CreateUser(u) => insert_user(&mut **tx, u).await,
+        Change::UseToken {
+            hash,
+            purpose,
+            user,
+            now,
+        } => {
+            let r = sqlx::query(USE_TOKEN)
+                .bind(now)
+                .bind(&hash[..])
+                .bind(purpose.as_str())
+                .bind(user.0.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            if r.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Refused)
+            }
+        }
+        Change::InsertToken(t) => {
+            sqlx::query(INSERT_TOKEN)
+                .bind(&t.hash[..])
+                .bind(t.purpose.as_str())
+                .bind(t.user_id.0.to_string())
+                .bind(t.email.as_str())
+                .bind(t.created_at)
+                .bind(t.expires_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::VoidTokens {
+            user,
+            purposes,
+            now,
+        } => {
+            for p in purposes {
+                sqlx::query(VOID_TOKENS)
+                    .bind(now)
+                    .bind(user.0.to_string())
+                    .bind(p.as_str())
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(classify)?;
+            }
+            Ok(())
+        }
+        Change::SetPassword { user, hash } => {
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                .bind(hash)
+                .bind(user.0.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::MarkVerified { user, email } => {
+            sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1 AND email = $2")
+                .bind(user.0.to_string())
+                .bind(email.as_str())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::SetEmail { user, email } => {
+            sqlx::query("UPDATE users SET email = $1, email_verified = TRUE WHERE id = $2")
+                .bind(email.as_str())
+                .bind(user.0.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
+        Change::RevokeSessions {
+            user,
+            except,
+            now,
+            reason,
+        } => {
+            let ids: Vec<(String,)> = sqlx::query_as(REVOKE_SESSIONS_EXCEPT)
+                .bind(now)
+                .bind(reason)
+                .bind(user.0.to_string())
+                .bind(except.map(|s| s.0.to_string()))
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(classify)?;
+            revoked.extend(parse_session_ids(ids)?);
+            Ok(())
+        }
+        Change::Enqueue(m) => {
+            let body = m.body.as_ref();
+            sqlx::query(ENQUEUE)
+                .bind(&m.id)
+                .bind(&m.kind)
+                .bind(body.map(|b| &b.bytes[..]))
+                .bind(body.and_then(|b| b.key_id.as_deref()))
+                .bind(m.created_at)
+                .bind(m.next_attempt_at)
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            Ok(())
+        }
     }
 }
 

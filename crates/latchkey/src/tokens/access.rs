@@ -31,6 +31,18 @@ pub struct AccessClaims {
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+    /// When the user last authenticated in this session (Unix seconds; OIDC Core 2), kept
+    /// across refresh. Tokens issued before the claim existed read as 0: never recent.
+    #[serde(default)]
+    pub auth_time: i64,
+}
+
+impl AccessClaims {
+    /// Whether the user authenticated within `window` of `now_secs` (SPEC 11's recent
+    /// authentication).
+    pub fn authenticated_within(&self, window: std::time::Duration, now_secs: i64) -> bool {
+        self.auth_time > 0 && now_secs.saturating_sub(self.auth_time) <= window.as_secs() as i64
+    }
 }
 
 /// Why a token was refused.
@@ -45,15 +57,28 @@ pub enum TokenError {
     UnknownKid,
 }
 
-/// Signs a new access token for `(user, session)` valid `ttl_secs` from `now_secs`.
+/// What an access token is issued for: the user, the session and when the user last
+/// authenticated in it (Unix seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Subject {
+    pub sub: UserId,
+    pub sid: SessionId,
+    pub auth_time: i64,
+}
+
+/// Signs a new access token for `who` valid `ttl_secs` from `now_secs`.
 pub fn issue(
     keys: &KeySet,
     public_url: &str,
-    sub: UserId,
-    sid: SessionId,
+    who: Subject,
     now_secs: i64,
     ttl_secs: i64,
 ) -> Result<(String, AccessClaims), jsonwebtoken::errors::Error> {
+    let Subject {
+        sub,
+        sid,
+        auth_time,
+    } = who;
     let claims = AccessClaims {
         iss: public_url.to_owned(),
         aud: public_url.to_owned(),
@@ -62,6 +87,7 @@ pub fn issue(
         iat: now_secs,
         exp: now_secs + ttl_secs,
         jti: Uuid::new_v4().to_string(),
+        auth_time,
     };
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some(TYP.to_owned());

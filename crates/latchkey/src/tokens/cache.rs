@@ -60,6 +60,7 @@ mod tests {
             iat: 0,
             exp,
             jti: "j".into(),
+            auth_time: 0,
         })
     }
 

@@ -2,6 +2,8 @@
 //! tiny cookie jar that shows exactly what the server set.
 #![allow(dead_code)]
 
+pub mod smtp;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
