@@ -222,7 +222,12 @@ export async function startSmtpSink(name) {
  * @param {string} path
  */
 export function linkFrom(mail, path) {
-  const links = [...String(mail.text || '').matchAll(/https?:\/\/[^\s<>"')\]]+/g)].map((m) => new URL(m[0]));
+  const links = [];
+  for (const [candidate] of String(mail.text || '').matchAll(/https?:\/\/[^\s<>"')\]]+/g)) {
+    // Prose around a URL: "at http://host:port, ignore" — punctuation at its end is not part of it.
+    const trimmed = candidate.replace(/[.,;:!?]+$/, '');
+    if (URL.canParse(trimmed)) links.push(new URL(trimmed));
+  }
   const link = links.find((u) => u.pathname === path);
   if (!link) throw new Error(`no ${path} link in the mail "${mail.subject}": ${mail.text}`);
   return link;
