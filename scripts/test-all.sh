@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one command that runs every test latchkey has (README, .ci/run).
 #
-# Idempotent: installs what it needs (Debian chromium, npm packages), makes sure the local
+# Idempotent: installs what it needs (Debian chromium, npm packages, aiosmtpd), makes sure the local
 # PostgreSQL answers, then runs formatting and lint checks, the Rust tests on SQLite, the
 # Rust integration suite again on PostgreSQL plus the multi-instance tests, the browser
 # client's unit tests, and the end-to-end tests in Chromium.
@@ -34,6 +34,12 @@ drop_test_databases() {
 }
 drop_test_databases
 trap drop_test_databases EXIT
+
+# --- A real SMTP server for the mail tests (scripts/smtp_sink.py) ------------------------
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+  step "installing aiosmtpd (SMTP server for the mail tests)"
+  python3 -m pip install -q --disable-pip-version-check aiosmtpd==1.4.6 </dev/null
+fi
 
 # --- Checks ----------------------------------------------------------------------------
 step "cargo fmt --check"

@@ -73,6 +73,10 @@ enum UsersCmd {
         email: String,
         #[arg(long)]
         name: Option<String>,
+        /// Mark the address verified (you vouch for it): no verification mail is needed,
+        /// also with REQUIRE_EMAIL_VERIFICATION=true.
+        #[arg(long)]
+        verified: bool,
     },
     /// List users.
     List,
@@ -231,7 +235,11 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
         Command::Users { cmd } => {
             let store = open_store(&config).await?;
             match cmd {
-                UsersCmd::Create { email, name } => {
+                UsersCmd::Create {
+                    email,
+                    name,
+                    verified,
+                } => {
                     let email = Email::parse(&email).map_err(|e| format!("--email: {e}"))?;
                     let mut line = String::new();
                     std::io::stdin().lock().read_line(&mut line)?;
@@ -249,7 +257,7 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                             email,
                             name,
                             password_hash: Some(hash),
-                            email_verified: false,
+                            email_verified: verified,
                             created_at: now_ms(),
                         })
                         .await

@@ -57,6 +57,32 @@ fn invalid_values_stop_start_up_with_one_line_naming_the_variable() {
     assert!(!dir.join("latchkey.db").exists(), "nothing was created");
 }
 
+/// SPEC 2: production needs `SMTP_URL` (or `disabled`), said in one line naming it, and a
+/// plain-text SMTP URL to a remote host is refused without repeating its password.
+#[test]
+fn production_without_smtp_url_refuses_to_start_naming_it() {
+    let dir = tempdir();
+    let base = [
+        ("ENV", "production"),
+        ("PUBLIC_URL", "https://auth.example"),
+        (
+            "SECRETS_KEY",
+            "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=",
+        ),
+    ];
+    for smtp in [None, Some("smtp://mailer:hunter2@mail.example:25")] {
+        let mut vars = base.to_vec();
+        vars.extend(smtp.map(|v| ("SMTP_URL", v)));
+        let (code, _, err) = run(&dir, &[], &vars);
+        assert_ne!(code, 0, "{smtp:?}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        assert!(lines[0].contains("SMTP_URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    assert!(!dir.join("latchkey.db").exists(), "nothing was created");
+}
+
 #[test]
 fn production_refuses_an_http_public_url() {
     let dir = tempdir();

@@ -622,6 +622,12 @@ fn parse_mail(
             ));
         }
     };
+    if require_verification && matches!(transport, MailTransport::Disabled) {
+        return Err(ConfigError::new(
+            "REQUIRE_EMAIL_VERIFICATION",
+            "cannot be true with SMTP_URL=disabled: no address could ever be verified",
+        ));
+    }
     Ok(MailConfig {
         transport,
         from,
@@ -826,6 +832,12 @@ mod tests {
         let err = Config::from_pairs([("MAIL_FROM", "a\r\nBcc: x@evil.test")]).unwrap_err();
         assert_eq!(err.var, "MAIL_FROM");
         let err = Config::from_pairs([("REQUIRE_EMAIL_VERIFICATION", "yes")]).unwrap_err();
+        assert_eq!(err.var, "REQUIRE_EMAIL_VERIFICATION");
+        let err = Config::from_pairs([
+            ("REQUIRE_EMAIL_VERIFICATION", "true"),
+            ("SMTP_URL", "disabled"),
+        ])
+        .unwrap_err();
         assert_eq!(err.var, "REQUIRE_EMAIL_VERIFICATION");
     }
 

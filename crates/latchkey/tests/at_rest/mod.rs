@@ -143,11 +143,13 @@ impl Raw {
         }
     }
 
-    /// The seed row older versions kept (finding 8).
+    /// The seed row older versions kept (finding 8). Those versions had no outbox either
+    /// (its bodies are sealed from the start), so the signup's verification mail goes.
     async fn insert_old_seed(&self) {
         let seed = [7u8; 32].to_vec();
         match self {
             Raw::Sqlite(p) => {
+                sqlx::query("DELETE FROM outbox").execute(p).await.unwrap();
                 sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ('initial_signing_key_seed', ?, 0)")
                     .bind(seed)
                     .execute(p)
@@ -155,6 +157,7 @@ impl Raw {
                     .unwrap();
             }
             Raw::Pg(p) => {
+                sqlx::query("DELETE FROM outbox").execute(p).await.unwrap();
                 sqlx::query("INSERT INTO server_secrets (name, value, created_at) VALUES ('initial_signing_key_seed', $1, 0)")
                     .bind(seed)
                     .execute(p)
