@@ -2,7 +2,8 @@
 # End-to-end tests of the pages and the browser client in Debian's Chromium (issue 4).
 # Idempotent and non-interactive (CI=true, no stdin): installs Chromium with apt if missing,
 # the npm packages with `npm ci`, aiosmtpd with pip if missing (the mail tests' SMTP server),
-# builds the server (debug) unless LATCHKEY_BIN names a binary, then runs `node --test` on e2e/tests. Screenshots and server logs go to e2e/artifacts/.
+# builds the server (debug) unless LATCHKEY_BIN names a binary, then runs `node --test` on
+# e2e/tests. Screenshots and server logs go to e2e/artifacts/.
 set -euo pipefail
 E2E="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(dirname "$E2E")"
