@@ -353,6 +353,47 @@ test('change password on /account (a wrong current password does not sign out), 
   await context.close();
 });
 
+test('too many verification mails: try again later; an address taken before its confirmation: 409, explained', async () => {
+  const email = newEmail('limits');
+  const wanted = newEmail('wanted');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const seen = watch(context);
+  await signInThroughPage(page, server.url, { email, signup: true });
+  await sink.waitForMail({ to: email, subject: SUBJECT.verify });
+
+  // Resend until the per-address limit answers 429: the banner says to wait, and stays.
+  const resend = page.getByRole('button', { name: 'Resend verification email' });
+  const statuses = [];
+  for (let i = 0; i < 6 && !statuses.includes(429); i++) {
+    const answer = nextPost(page, '/api/v1/auth/email/verify/send');
+    await resend.click();
+    statuses.push((await answer).status());
+  }
+  assert.equal(statuses.at(-1), 429, `resend answers: ${statuses}`);
+  assert.ok(statuses.slice(0, -1).every((s) => s === 202), `resend answers: ${statuses}`);
+  await page.locator('#verify-status').filter({ hasText: 'try again later' }).waitFor();
+  assert.ok(await page.locator('[data-testid="unverified-banner"]').isVisible());
+
+  // Ask to move to `wanted`; someone else signs up with it before the link is opened.
+  await page.getByLabel('New email address').fill(wanted);
+  await page.locator('#email-password').fill(PASSWORD);
+  await page.locator('#email-submit').click();
+  await page.locator('[data-testid="email-change-status"]').filter({ hasText: `We sent a confirmation link to ${wanted}` }).waitFor();
+  const link = mailLink(await sink.waitForMail({ to: wanted, subject: SUBJECT.confirm }), '/confirm-email');
+  assert.equal((await api('/api/v1/auth/signup', { email: wanted, password: PASSWORD })).status, 201);
+  await page.goto(link.href);
+  const taken = nextPost(page, '/api/v1/auth/email/change/confirm');
+  await page.getByRole('button', { name: 'Confirm new email address' }).click();
+  assert.equal((await taken).status(), 409);
+  await page.locator('#error').filter({ hasText: 'your address was not changed' }).waitFor();
+  assert.equal((await meOf(page)).body.email, email);
+
+  assert.deepEqual(seen.dialogs, []);
+  assertClean(seen);
+  await context.close();
+});
+
 test('links without a usable token explain themselves; a stale sign-in is asked to sign in again', async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
