@@ -111,6 +111,7 @@ fn production_refuses_an_http_public_url() {
         &["migrate"],
         &[
             ("PUBLIC_URL", "https://auth.example"),
+            ("SMTP_URL", "disabled"),
             ("DATABASE_URL", "sqlite::memory:"),
             (
                 "SECRETS_KEY",
