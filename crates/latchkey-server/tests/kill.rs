@@ -3,6 +3,12 @@
 //! session is corrupted: every client's last cookie still refreshes and authenticates.
 //!
 //! Needs PostgreSQL (`LATCHKEY_TEST_POSTGRES`, default postgres://postgres@127.0.0.1:5432/postgres).
+//!
+//! [`outbox`]: SPEC 10 across a SIGKILL: mail committed but not yet sent goes out after a
+//! restart (SQLite, or PostgreSQL when `LATCHKEY_TEST_POSTGRES` is set).
+
+#[path = "kill/outbox.rs"]
+mod outbox;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -36,7 +42,20 @@ struct Instance {
     base: String,
 }
 
+/// Killed (SIGKILL) when dropped, so a failing test leaves no process behind.
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(db_url: &str) -> Instance {
+    start_with(db_url, &[])
+}
+
+/// [`start`] with more environment variables.
+fn start_with(db_url: &str, env: &[(&str, &str)]) -> Instance {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -51,6 +70,7 @@ fn start(db_url: &str) -> Instance {
         )
         .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
         .env("RUST_LOG", "error")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

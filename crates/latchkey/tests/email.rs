@@ -5,6 +5,8 @@ mod common;
 
 #[path = "email/flows.rs"]
 mod flows;
+#[path = "email/outbox.rs"]
+mod outbox;
 
 use common::smtp::{Sink, use_sink};
 use common::{TestApp, spawn_with};
