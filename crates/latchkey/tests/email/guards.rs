@@ -848,6 +848,64 @@ fn assert_only_to(m: &Mail, to: &str) {
     assert!(!m.text.contains("evil") && !m.html.contains("evil"));
 }
 
+/// What mail cannot be sent to is not an address: refused wherever an address comes in,
+/// rather than accepted for an account that could never verify it nor reset its password.
+/// Unusual addresses mail can reach are kept, and their mail goes exactly there.
+#[tokio::test]
+async fn addresses_no_mail_can_reach_are_refused_and_unusual_ones_that_it_can_are_kept() {
+    let sink = Sink::start();
+    let app = app_with_mail(&sink).await;
+    let jar = app.signup(&unique_email("odd")).await;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    for bad in [
+        format!("victim(x)-{id}@example.com"),
+        format!("(c)x-{id}@example.com"),
+        format!("x-{id}@example.com(c)"),
+        format!("x-{id}@exa(c)mple.com"),
+        format!("a..b-{id}@example.com"),
+        format!(".a-{id}@example.com"),
+        format!("a-{id}.@example.com"),
+        format!("a:b-{id}@example.com"),
+        format!("a[b]-{id}@example.com"),
+        format!("x-{id}@-example.com"),
+        format!("x-{id}@example-.com"),
+    ] {
+        let res = app
+            .post_json(
+                "/api/v1/auth/signup",
+                &json!({"email": bad, "password": PASSWORD}),
+            )
+            .await;
+        assert_problem(res, 400, "invalid_email").await;
+        let res = app.post_json(FORGOT, &json!({"email": bad})).await;
+        assert_problem(res, 400, "invalid_email").await;
+        let res = post_json_as(
+            &app,
+            CHANGE_EMAIL,
+            &jar,
+            &json!({"new_email": bad, "password": PASSWORD}),
+        )
+        .await;
+        assert_problem(res, 400, "invalid_email").await;
+    }
+    let good = [
+        format!("jürgen-{id}@example.com"),
+        format!("x-{id}@bücher.example"),
+        format!("o'brien+tag-{id}@example.com"),
+        format!("a/b=c?d{{e}}|~!#$%&*-{id}@example.com"),
+    ];
+    for email in &good {
+        app.signup(email).await;
+    }
+    for email in &good {
+        let mail = sink.wait_for(email, subject::VERIFY).await;
+        assert_eq!(mail.envelope_to, std::slice::from_ref(email));
+        assert_token_accepted(&app, VERIFY, &mail.token()).await;
+    }
+    let stats = app.state.store().mail_stats().await.unwrap();
+    assert_eq!(stats.failed, 0, "{stats:?}");
+}
+
 /// A unique address of exactly `len` characters, with DNS labels of at most 63.
 fn address_of_len(len: usize) -> String {
     let local = format!("long-{}", uuid::Uuid::new_v4().simple());
