@@ -760,6 +760,37 @@ async fn required_verification_holds_sign_in_until_the_mailed_link_is_opened() {
     .await;
 }
 
+/// With verification required, an account that lost its link has one way in: a password
+/// reset, which proves the address too (a new link needs a session it cannot get).
+#[tokio::test]
+async fn required_verification_a_lost_link_is_recovered_through_a_password_reset() {
+    let sink = Sink::start();
+    let app = app_with_mail_and(&sink, |c| c.mail.require_verification = true).await;
+    let email = unique_email("lost");
+    let res = app
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    sink.wait_for(&email, subject::VERIFY).await;
+    // No session, so no new link.
+    let res = app.post(VERIFY_SEND, &Jar::default()).await;
+    assert_problem(res, 401, "token_missing").await;
+
+    forgot(&app, &email).await;
+    let token = sink.wait_for(&email, subject::RESET).await.token();
+    let res = app.post_json(RESET, &token_body(RESET, &token)).await;
+    assert_eq!(res.status(), 200);
+    let mut jar = Jar::default();
+    jar.update(res.headers());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["user"]["email_verified"], true);
+    assert_eq!(app.me_status(&jar).await, 200);
+    assert_eq!(login(&app, &email, NEW_PASSWORD).await.status(), 200);
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. Hostile input
 
