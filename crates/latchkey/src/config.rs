@@ -622,6 +622,15 @@ fn parse_mail(
             ));
         }
     };
+    if require_verification && matches!(transport, MailTransport::Disabled) {
+        // No verification link could ever be sent: every new password account would be
+        // locked out for good.
+        return Err(ConfigError::new(
+            "REQUIRE_EMAIL_VERIFICATION",
+            "`true` needs mail, but SMTP_URL=disabled: no password account could ever \
+             verify its address and sign in",
+        ));
+    }
     Ok(MailConfig {
         transport,
         from,

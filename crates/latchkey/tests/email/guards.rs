@@ -791,6 +791,33 @@ async fn required_verification_a_lost_link_is_recovered_through_a_password_reset
     assert_eq!(login(&app, &email, NEW_PASSWORD).await.status(), 200);
 }
 
+#[test]
+fn required_verification_with_mail_disabled_stops_start_up() {
+    for production in [false, true] {
+        let mut pairs = vec![
+            ("SMTP_URL", "disabled"),
+            ("REQUIRE_EMAIL_VERIFICATION", "true"),
+        ];
+        if production {
+            pairs.extend([
+                ("ENV", "production"),
+                ("PUBLIC_URL", "https://auth.example"),
+                ("SECRETS_KEY", common::TEST_SECRETS_KEY),
+            ]);
+        }
+        let err = latchkey::Config::from_pairs(pairs.clone()).expect_err("refused");
+        assert_eq!(err.var, "REQUIRE_EMAIL_VERIFICATION", "{}", err.message);
+        // Each alone is fine (production needs SMTP_URL in any case).
+        let without = |var: &str| -> Vec<(&str, &str)> {
+            pairs.iter().copied().filter(|(k, _)| *k != var).collect()
+        };
+        assert!(latchkey::Config::from_pairs(without("REQUIRE_EMAIL_VERIFICATION")).is_ok());
+        if !production {
+            assert!(latchkey::Config::from_pairs(without("SMTP_URL")).is_ok());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // 6. Hostile input
 
