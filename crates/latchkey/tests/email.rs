@@ -5,6 +5,8 @@ mod common;
 
 #[path = "email/flows.rs"]
 mod flows;
+#[path = "email/guards.rs"]
+mod guards;
 #[path = "email/outbox.rs"]
 mod outbox;
 
@@ -22,16 +24,21 @@ pub async fn app_with_mail(sink: &Sink) -> TestApp {
 pub async fn app_with_mail_and(sink: &Sink, tweak: impl FnOnce(&mut latchkey::Config)) -> TestApp {
     spawn_with(|c| {
         use_sink(c, sink);
-        let lots = Quota {
-            burst: 10_000,
-            period: Duration::from_millis(1),
-        };
-        c.rate_limits.mail_per_ip = lots;
-        c.rate_limits.mail_per_address = lots;
-        c.rate_limits.auth_per_ip = lots;
+        raise_limits(c);
         tweak(c);
     })
     .await
+}
+
+/// Takes the mail limits and the per-IP auth limit out of the way.
+pub fn raise_limits(c: &mut latchkey::Config) {
+    let lots = Quota {
+        burst: 10_000,
+        period: Duration::from_millis(1),
+    };
+    c.rate_limits.mail_per_ip = lots;
+    c.rate_limits.mail_per_address = lots;
+    c.rate_limits.auth_per_ip = lots;
 }
 
 /// Subjects of the messages latchkey sends.

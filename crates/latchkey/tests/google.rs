@@ -814,6 +814,82 @@ async fn verified_google_email_links_the_existing_password_account() {
     assert_eq!(app.me_status(&jar).await, 200, "the Google session works");
 }
 
+/// The verification link the development outbox holds for `email` (the test app has no
+/// `SMTP_URL`), as `/dev/mail` would show it.
+async fn verification_token_in_outbox(app: &TestApp, email: &str) -> String {
+    let prefix = format!("{}/verify-email#token=", app.state.config().public_url);
+    app.state
+        .store()
+        .recent_mail(50)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|e| app.state.mailer().open(e))
+        .filter(|m| m.to == email)
+        .flat_map(|m| m.links)
+        .find_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+        .unwrap_or_else(|| panic!("a verification link for {email} in the outbox"))
+}
+
+#[tokio::test]
+async fn verified_google_email_links_to_a_verified_password_account_and_keeps_its_password() {
+    let issuer = Issuer::start().await;
+    // A long poll interval: a revocation would have to be marked at once to show.
+    let app = app_for_with(issuer.base(), |c| {
+        c.poll_interval = std::time::Duration::from_secs(3600)
+    })
+    .await;
+    let email = common::unique_email("owner");
+    let mut pw_jar = app.signup(&email).await;
+    // The owner proves the address to latchkey first (SPEC 10).
+    let token = verification_token_in_outbox(&app, &email).await;
+    let res = app
+        .post_json("/api/v1/auth/email/verify", &json!({"token": token}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let before = me(&app, &pw_jar).await;
+    assert_eq!(before["email_verified"], true);
+    assert_eq!(before["providers"], json!(["password"]));
+
+    issuer.scenario(|s| s.email = Some(email.clone()));
+    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
+    let after = me(&app, &jar).await;
+    assert_eq!(after["id"], before["id"], "same account");
+    assert_eq!(user_count(&app).await, 1);
+    let mut providers: Vec<String> = serde_json::from_value(after["providers"].clone()).unwrap();
+    providers.sort();
+    assert_eq!(providers, ["google", "password"], "both sign-in methods");
+
+    // The password and the earlier session survive the link.
+    assert_eq!(app.me_status(&pw_jar).await, 200, "the earlier session");
+    assert_eq!(
+        app.refresh(&mut pw_jar).await.0,
+        200,
+        "and its refresh token"
+    );
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": common::PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), 200, "the password still signs in");
+    let sessions: Value = app
+        .get("/api/v1/auth/sessions", &jar)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sessions["sessions"].as_array().unwrap().len(),
+        3,
+        "signup, Google and the new password sign-in: {sessions}"
+    );
+    // And Google again signs in as the same account.
+    let again = assert_signed_in(&sign_in(&app, "").await, "/");
+    assert_eq!(me(&app, &again).await["id"], before["id"]);
+}
+
 #[tokio::test]
 async fn unverified_google_email_matching_an_account_is_refused() {
     let (issuer, app) = setup().await;
