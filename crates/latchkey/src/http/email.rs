@@ -88,11 +88,22 @@ fn accepted(message: &str) -> Response {
         .into_response()
 }
 
-fn mail_enabled(state: &AppState) -> Result<(), ApiError> {
-    if state.mailer().enabled() {
-        Ok(())
-    } else {
-        Err(ApiError::MailNotConfigured)
+/// Guards the mail endpoints: 404 `mail_not_configured` with `SMTP_URL=disabled` — first,
+/// before the session or the body is looked at (SPEC 10).
+pub struct MailEnabled;
+
+impl axum::extract::FromRequestParts<AppState> for MailEnabled {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        if state.mailer().enabled() {
+            Ok(MailEnabled)
+        } else {
+            Err(ApiError::MailNotConfigured)
+        }
     }
 }
 
@@ -216,10 +227,10 @@ pub(crate) async fn create_account(
     ))]
 pub async fn send_verification(
     State(state): State<AppState>,
+    _mail: MailEnabled,
     client: ClientCtx,
     user: AuthUser,
 ) -> Result<Response, ApiError> {
-    mail_enabled(&state)?;
     let u = current_user(&state, &user).await?;
     if u.email_verified {
         return Err(ApiError::AlreadyVerified);
@@ -245,9 +256,9 @@ pub async fn send_verification(
     ))]
 pub async fn verify(
     State(state): State<AppState>,
+    _mail: MailEnabled,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    mail_enabled(&state)?;
     let t = usable_token(&state, &req.token, TokenPurpose::VerifyEmail).await?;
     state
         .store()
@@ -294,10 +305,10 @@ async fn user_response(
     ))]
 pub async fn forgot(
     State(state): State<AppState>,
+    _mail: MailEnabled,
     client: ClientCtx,
     ApiJson(req): ApiJson<ForgotRequest>,
 ) -> Result<Response, ApiError> {
-    mail_enabled(&state)?;
     let email = Email::parse(&req.email).map_err(|_| ApiError::InvalidEmail)?;
     state
         .limiter()
@@ -355,10 +366,10 @@ pub(crate) async fn send_reset_link(
     ))]
 pub async fn reset(
     State(state): State<AppState>,
+    _mail: MailEnabled,
     client: ClientCtx,
     ApiJson(req): ApiJson<ResetRequest>,
 ) -> Result<Response, ApiError> {
-    mail_enabled(&state)?;
     let t = usable_token(&state, &req.token, TokenPurpose::ResetPassword).await?;
     let password =
         Password::parse(req.password).map_err(|e| ApiError::WeakPassword(e.to_string()))?;
@@ -496,11 +507,11 @@ pub async fn change_password(
     ))]
 pub async fn change_email(
     State(state): State<AppState>,
+    _mail: MailEnabled,
     client: ClientCtx,
     user: AuthUser,
     ApiJson(req): ApiJson<ChangeEmailRequest>,
 ) -> Result<Response, ApiError> {
-    mail_enabled(&state)?;
     require_recent(&state, &user)?;
     let new_email = Email::parse(&req.new_email).map_err(|_| ApiError::InvalidEmail)?;
     state
@@ -541,9 +552,9 @@ pub async fn change_email(
     ))]
 pub async fn confirm_email_change(
     State(state): State<AppState>,
+    _mail: MailEnabled,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
-    mail_enabled(&state)?;
     let t = usable_token(&state, &req.token, TokenPurpose::ChangeEmail).await?;
     let u = state
         .store()

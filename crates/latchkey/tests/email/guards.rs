@@ -181,8 +181,7 @@ async fn with_mail_disabled_every_mail_endpoint_answers_404_but_password_change_
 
     let token = MailToken::generate();
     let token = token.expose();
-    // The endpoints that need a session are asked with one (without, 401 comes first);
-    // the others are asked without.
+    // The endpoints that need a session are asked with one, the others without.
     let signed_in = &jar;
     let anonymous = Jar::default();
     let cases: [(&str, &Jar, Value); 6] = [
@@ -204,6 +203,9 @@ async fn with_mail_disabled_every_mail_endpoint_answers_404_but_password_change_
     for (path, jar, body) in cases {
         let res = post_json_as(&app, path, jar, &body).await;
         assert_eq!(res.status(), 404, "{path}");
+        assert_problem(res, 404, "mail_not_configured").await;
+        // Without a session and with any body too: the 404 comes first (SPEC 10).
+        let res = post_json_as(&app, path, &anonymous, &json!({})).await;
         assert_problem(res, 404, "mail_not_configured").await;
     }
 
