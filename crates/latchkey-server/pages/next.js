@@ -3,7 +3,8 @@
 // the same table of cases (`crates/latchkey/src/oidc/next_cases.json`) by both test suites.
 // Pure and dependency-free (no DOM): served at /static/next.js and imported by node's tests.
 
-/** Longer values are refused (in bytes of UTF-8, as the server counts them). */
+/** Longer values are refused (in bytes of UTF-8, as the server counts them), as given and
+ * once resolved (resolving percent-encodes, so a value can triple in length). */
 export const MAX_NEXT_LEN = 1024;
 
 const utf8 = new TextEncoder();
@@ -77,7 +78,8 @@ export function safeNext(raw, origin) {
     if (decoded === null) return null;
     if (decoded === current) {
       // From the serialisation, not pathname + search + hash: those drop an empty `?` or `#`.
-      return new URL(raw, origin).href.slice(origin.length);
+      const resolved = new URL(raw, origin).href.slice(origin.length);
+      return resolved.length > MAX_NEXT_LEN ? null : resolved;
     }
     current = decoded;
   }

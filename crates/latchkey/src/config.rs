@@ -679,20 +679,24 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         return Err("expected a number of seconds or a number with a unit (s, m, h, d)".into());
     }
     let n: u64 = num.parse().map_err(|_| "number too large".to_owned())?;
-    let secs = match unit {
-        "" | "s" => Some(n),
-        "m" => n.checked_mul(60),
-        "h" => n.checked_mul(3600),
-        "d" => n.checked_mul(86_400),
-        "ms" => return Ok(Duration::from_millis(n)),
+    let d = match unit {
+        "" | "s" => Some(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs),
+        "h" => n.checked_mul(3600).map(Duration::from_secs),
+        "d" => n.checked_mul(86_400).map(Duration::from_secs),
+        "ms" => Some(Duration::from_millis(n)),
         _ => return Err(format!("unknown unit {unit:?} (use s, m, h or d)")),
     };
-    // Cap at ~100 years so that every later addition to a timestamp stays in range.
-    match secs {
-        Some(v) if v <= 3_153_600_000 => Ok(Duration::from_secs(v)),
+    // Cap at ~100 years, in every unit (fuzzing, issue 11: `ms` escaped it), so that every
+    // later addition to a timestamp stays in range.
+    match d {
+        Some(d) if d <= MAX_DURATION => Ok(d),
         _ => Err("duration too large".into()),
     }
 }
+
+/// The longest duration a setting may have: about 100 years.
+pub const MAX_DURATION: Duration = Duration::from_secs(3_153_600_000);
 
 #[cfg(test)]
 mod tests {
@@ -711,6 +715,20 @@ mod tests {
         for bad in ["", "m", "15x", "-1", "1.5m", "99999999999999999999", "15 m"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    /// Fuzzing (issue 11, `duration`): milliseconds escaped the 100-year cap, so
+    /// `REFRESH_REUSE_GRACE=18446744073709551615ms` was accepted (584 million years) and
+    /// later timestamp arithmetic could overflow. The input is `fuzz/regressions/duration/`.
+    #[test]
+    fn fuzz_milliseconds_obey_the_cap_too() {
+        let regression = include_str!("../../../fuzz/regressions/duration/ms-over-cap");
+        assert!(parse_duration(regression).is_err());
+        assert!(parse_duration("3153600000001ms").is_err());
+        assert_eq!(parse_duration("3153600000000ms"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("3153600000s"), Ok(MAX_DURATION));
+        assert!(parse_duration("3153600001").is_err());
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
     }
 
     #[test]

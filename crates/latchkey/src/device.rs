@@ -77,7 +77,15 @@ impl DeviceKey {
         if parts.next().is_some() || id.len() != 22 {
             return None;
         }
-        let user = UserId(uuid::Uuid::try_parse(user).ok()?);
+        // Only the form `issue` writes (32 lower-case hex digits): the MAC covers that form,
+        // so the hyphenated, braced or upper-case spellings of the same id would verify too
+        // (fuzzing, issue 11) — several cookie texts for one device.
+        let parsed = uuid::Uuid::try_parse(user).ok()?;
+        let mut simple = [0u8; uuid::fmt::Simple::LENGTH];
+        if user.as_bytes() != parsed.simple().encode_lower(&mut simple).as_bytes() {
+            return None;
+        }
+        let user = UserId(parsed);
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         self.mac(user, id).verify_slice(&tag).ok()?;
         Some(Device {
@@ -107,6 +115,29 @@ mod tests {
         for bad in ["", "a.b.c", "a.b", &format!("{v}.x"), &v[..v.len() - 1]] {
             assert!(k.verify(bad).is_none(), "{bad:?}");
         }
+        // Fuzzing (issue 11, `device_cookie`): other spellings of the user id carried the
+        // same MAC. Only the issued text verifies.
+        let (simple, rest) = v.split_once('.').unwrap();
+        for spelling in [
+            user.0.hyphenated().to_string(),
+            user.0.braced().to_string(),
+            user.0.urn().to_string(),
+            simple.to_ascii_uppercase(),
+        ] {
+            assert!(
+                k.verify(&format!("{spelling}.{rest}")).is_none(),
+                "{spelling}"
+            );
+        }
+        let regression = include_str!("../../../fuzz/regressions/device_cookie/hyphenated-user");
+        let fixed = DeviceKey::from_bytes(&[9; 32]).unwrap();
+        assert!(fixed.verify(&regression[1..]).is_none());
+        assert!(
+            fixed
+                .verify(&regression[1..].replacen('-', "", 4))
+                .is_some(),
+            "the issued spelling of the same cookie still verifies"
+        );
         // Re-issuing for the same user keeps the device id; for another user, a new one.
         assert_eq!(k.verify(&k.issue(user, Some(&d))).unwrap().id, d.id);
         let u2 = UserId::new();

@@ -8,7 +8,8 @@
 
 use percent_encoding::percent_decode_str;
 
-/// Longer `next` values are refused (the value travels in the OAuth state cookie).
+/// Longer `next` values are refused (the value travels in the OAuth state cookie): as given,
+/// and once resolved (resolving percent-encodes, so a value can triple in length).
 pub const MAX_NEXT_LEN: usize = 1024;
 
 /// The browser's view of a path: resolved against a stand-in origin.
@@ -30,7 +31,11 @@ fn checked_next(raw: &str) -> Option<String> {
     if !is_safe_path(raw) {
         return None;
     }
-    resolve(raw).map(|u| u[url::Position::BeforePath..].to_owned())
+    resolve(raw)
+        .map(|u| u[url::Position::BeforePath..].to_owned())
+        // What is sent must pass the rule itself (fuzzing, issue 11: `/` and 400 backticks
+        // resolved to 1,201 bytes, which a second look refused).
+        .filter(|resolved| resolved.len() <= MAX_NEXT_LEN)
 }
 
 fn is_safe_path(raw: &str) -> bool {
@@ -96,6 +101,21 @@ mod tests {
             assert_eq!(safe_next(input), expected.unwrap_or("/"), "{input:?}");
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    /// Fuzzing (issue 11, `next_rule`): a value within the limit whose resolved form is not
+    /// (resolving percent-encodes `` ` ``, `{`, `>`, non-ASCII…) was kept, and the kept value
+    /// then failed the rule it had passed. The input is `fuzz/regressions/next_rule/`.
+    #[test]
+    fn fuzz_resolved_values_over_the_limit_are_refused() {
+        let input = format!("/{}", "`".repeat(400));
+        assert!(input.len() <= super::MAX_NEXT_LEN);
+        assert_eq!(checked_next(&input), None);
+        assert_eq!(safe_next(Some(&input)), "/");
+        let regression = include_str!("../../../../fuzz/regressions/next_rule/resolved-over-limit");
+        assert_eq!(safe_next(Some(regression)), "/");
+        let fits = format!("/{}", "`".repeat(341));
+        assert_eq!(checked_next(&fits).map(|s| s.len()), Some(1 + 341 * 3));
     }
 
     #[test]
