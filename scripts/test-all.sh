@@ -3,8 +3,9 @@
 #
 # Idempotent: installs what it needs (Debian chromium, npm packages, aiosmtpd), makes sure the local
 # PostgreSQL answers, then runs formatting and lint checks, the Rust tests on SQLite, the
-# Rust integration suite again on PostgreSQL plus the multi-instance tests, the browser
-# client's unit tests, and the end-to-end tests in Chromium.
+# Rust integration suite again on PostgreSQL plus the multi-instance tests, a short run of
+# every fuzz target (nightly + cargo-fuzz, installed if missing), the browser client's unit
+# tests, and the end-to-end tests in Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -54,6 +55,17 @@ LATCHKEY_TEST_POSTGRES= cargo test --workspace -- --test-threads=4
 # --- Rust: the integration suite again, on PostgreSQL -------------------------------------
 step "Rust integration suite on PostgreSQL ($PG_ADMIN_URL)"
 LATCHKEY_TEST_POSTGRES=$PG_ADMIN_URL cargo test -p latchkey --tests -- --test-threads=4
+
+# --- Fuzz smoke: every fuzz target briefly (fuzz/, cargo-fuzz + libFuzzer, nightly) ---------
+# Installs nightly and cargo-fuzz when missing; replays the committed seeds and regression
+# inputs, then fuzzes each target FUZZ_SMOKE_SECONDS (default 10). The same inputs are also
+# replayed on stable by `cargo test` above (crates/latchkey/tests/fuzz_inputs.rs).
+# FUZZ_SMOKE_SECONDS=0 skips this step (its cold cost: README, "Fuzzing").
+FUZZ_SMOKE_SECONDS=${FUZZ_SMOKE_SECONDS:-10}
+if [ "$FUZZ_SMOKE_SECONDS" != 0 ]; then
+  step "fuzz smoke: ${FUZZ_SMOKE_SECONDS} s per target (scripts/fuzz.sh)"
+  bash scripts/fuzz.sh "$FUZZ_SMOKE_SECONDS"
+fi
 
 # --- Browser client unit tests -------------------------------------------------------------
 step "client unit tests (node --test)"

@@ -19,14 +19,14 @@ fn check_refusal(e: latchkey::ApiError) {
 }
 
 pub fn run(data: &[u8]) {
-    let h = crate::headers(data);
+    let h = super::headers(data);
     match access_token_of(&h, NAME) {
         Ok(Some(t)) => {
             assert!(!t.is_empty());
             let found = [header::AUTHORIZATION, header::COOKIE].iter().any(|n| {
                 h.get_all(n)
                     .iter()
-                    .any(|v| crate::contains(v.as_bytes(), t.as_bytes()))
+                    .any(|v| super::contains(v.as_bytes(), t.as_bytes()))
             });
             assert!(found, "{t:?} is in no header");
         }

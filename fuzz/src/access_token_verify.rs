@@ -2,7 +2,7 @@
 //!
 //! Input: the first byte picks a mode (its value modulo 3; `0`, `1`, `2` in the seeds):
 //! - `0`: the rest is a token, verified as is;
-//! - `1`: the rest edits a valid token (see [`crate::mutate`]), which is then verified;
+//! - `1`: the rest edits a valid token (see [`super::mutate`]), which is then verified;
 //! - `2`: the rest is a JWT header and payload, one line each, in JSON, signed with the ring's
 //!   key (`$KID`, `$URL`, `$NOW`, `$EXP` are replaced by the key id, PUBLIC_URL, now and
 //!   now + 10 minutes), then verified.
@@ -41,7 +41,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         verifying: HashMap::from([(g.kid.clone(), DecodingKey::from_ed_der(&g.public_key))]),
         jwks: serde_json::Value::Null,
     };
-    let now = crate::now_secs();
+    let now = super::now_secs();
     let who = Subject {
         sub: UserId::new(),
         sid: SessionId::new(),
@@ -78,7 +78,7 @@ fn check_verified(token: &str, c: &AccessClaims) {
     assert!(h.crit.is_none());
     assert_eq!(c.iss, URL);
     assert_eq!(c.aud, URL);
-    let now = crate::now_secs();
+    let now = super::now_secs();
     assert!(c.exp + LEEWAY_SECS as i64 >= now, "expired: {c:?}");
     // No future `nbf`, whatever shape the payload gave it.
     let payload = token.split('.').nth(1).expect("three parts");
@@ -119,7 +119,7 @@ pub fn run(data: &[u8]) {
             }
         }
         1 => {
-            let edited = crate::mutate(f.token.as_bytes(), rest);
+            let edited = super::mutate(f.token.as_bytes(), rest);
             let Ok(token) = std::str::from_utf8(&edited) else {
                 return;
             };
@@ -133,7 +133,7 @@ pub fn run(data: &[u8]) {
             let Ok(text) = std::str::from_utf8(rest) else {
                 return;
             };
-            let now = crate::now_secs();
+            let now = super::now_secs();
             let fill = |s: &str| {
                 s.replace("$KID", &f.keys.signing.0)
                     .replace("$URL", URL)

@@ -28,8 +28,8 @@ fn entries(h: &axum::http::HeaderMap) -> Vec<IpAddr> {
 }
 
 pub fn run(data: &[u8]) {
-    let (peer_line, rest) = crate::first_line(data);
-    let (trusted_line, rest) = crate::first_line(rest);
+    let (peer_line, rest) = super::first_line(data);
+    let (trusted_line, rest) = super::first_line(rest);
     let peer: IpAddr = std::str::from_utf8(peer_line)
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -53,7 +53,7 @@ pub fn run(data: &[u8]) {
         let ip = ip.to_canonical();
         trusted.iter().any(|n| n.contains(&ip))
     };
-    let h = crate::headers(rest);
+    let h = super::headers(rest);
 
     let got = client_ip(Some(peer), &h, &trusted).expect("a peer gives an answer");
     assert_eq!(client_ip(None, &h, &trusted), None);

@@ -20,7 +20,7 @@ const NAMES: &[&str] = &[
 ];
 
 pub fn run(data: &[u8]) {
-    let h = crate::headers(data);
+    let h = super::headers(data);
     let raw: Vec<&[u8]> = h
         .get_all(header::COOKIE)
         .iter()
@@ -36,7 +36,7 @@ pub fn run(data: &[u8]) {
         for v in &values {
             assert!(!v.contains(';'), "{v:?}");
             assert!(
-                raw.iter().any(|r| crate::contains(r, v.as_bytes())),
+                raw.iter().any(|r| super::contains(r, v.as_bytes())),
                 "{v:?} is in no Cookie header"
             );
         }

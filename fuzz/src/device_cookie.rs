@@ -2,7 +2,7 @@
 //!
 //! Input: the first byte picks a mode (its value modulo 2; `0`, `1` in the seeds):
 //! - `0`: the rest is a cookie value, verified as is;
-//! - `1`: the rest edits a value the key issued (see [`crate::mutate`]), then verified.
+//! - `1`: the rest edits a value the key issued (see [`super::mutate`]), then verified.
 //!
 //! Properties: a value that verifies is exactly the one the key issues for that user and
 //! device (one text per device: nothing else verifies); an edited value verifies only if it
@@ -33,7 +33,7 @@ pub fn run(data: &[u8]) {
     let v = if mode % 2 == 0 {
         rest
     } else {
-        edited = crate::mutate(issued.as_bytes(), rest);
+        edited = super::mutate(issued.as_bytes(), rest);
         &edited
     };
     let Ok(v) = std::str::from_utf8(v) else {

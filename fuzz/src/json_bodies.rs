@@ -100,8 +100,8 @@ fn token(s: &str) {
 }
 
 pub fn run(data: &[u8]) {
-    let (kind, rest) = crate::first_line(data);
-    let (ct, body) = crate::first_line(rest);
+    let (kind, rest) = super::first_line(data);
+    let (ct, body) = super::first_line(rest);
     let kind = TYPES
         .iter()
         .position(|t| t.as_bytes() == kind)

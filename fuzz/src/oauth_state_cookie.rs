@@ -2,7 +2,7 @@
 //!
 //! Input: the first byte picks a mode (its value modulo 3; `0`, `1`, `2` in the seeds):
 //! - `0`: the rest is a cookie value, opened as is;
-//! - `1`: the rest edits a value sealed by the key (see [`crate::mutate`]), then opened;
+//! - `1`: the rest edits a value sealed by the key (see [`super::mutate`]), then opened;
 //! - `2`: the rest is a pending sign-in, one field a line (`state`, `nonce`, PKCE verifier,
 //!   `next`, lifetime in ms), sealed and opened again.
 //!
@@ -52,7 +52,7 @@ pub fn run(data: &[u8]) {
         }
         1 => {
             let (p, sealed) = &*SEALED;
-            let edited = crate::mutate(sealed.as_bytes(), rest);
+            let edited = super::mutate(sealed.as_bytes(), rest);
             let Ok(v) = std::str::from_utf8(&edited) else {
                 return;
             };

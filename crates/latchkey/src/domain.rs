@@ -20,7 +20,16 @@ pub struct InvalidEmail;
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, InvalidEmail> {
-        let canonical: String = raw.trim().nfc().collect::<String>().to_lowercase();
+        // NFC again after lower-casing: lower-casing can undo NFC (`İ` becomes `i` + U+0307,
+        // which must then be reordered with a following mark), and a canonical address must
+        // be its own canonical form (fuzzing, issue 11).
+        let canonical: String = raw
+            .trim()
+            .nfc()
+            .collect::<String>()
+            .to_lowercase()
+            .nfc()
+            .collect();
         if canonical.chars().count() > 254 || canonical.is_empty() {
             return Err(InvalidEmail);
         }
@@ -276,6 +285,27 @@ mod tests {
         let nfd = Email::parse("Re\u{0301}my@example.com").unwrap();
         let nfc = Email::parse("r\u{00e9}my@example.com").unwrap();
         assert_eq!(nfd, nfc);
+    }
+
+    /// Fuzzing (issue 11, `email_parse`): lower-casing after NFC could leave a string that is
+    /// not NFC, so the canonical address of `İ` + U+0655 did not parse to itself (its owner
+    /// could not sign in with the address the account shows). The input is
+    /// `fuzz/regressions/email_parse/`.
+    #[test]
+    fn fuzz_canonical_emails_parse_to_themselves() {
+        let regression = include_str!("../../../fuzz/regressions/email_parse/lowercase-undoes-nfc");
+        for raw in [
+            regression,
+            "\u{130}\u{655}@example.com",
+            "\u{130}STANBUL@example.com",
+        ] {
+            let e = Email::parse(raw).unwrap();
+            assert_eq!(Email::parse(e.as_str()).as_ref(), Ok(&e), "{raw:?}");
+        }
+        assert_eq!(
+            Email::parse("\u{130}\u{655}@example.com").unwrap().as_str(),
+            "i\u{655}\u{307}@example.com"
+        );
     }
 
     #[test]
