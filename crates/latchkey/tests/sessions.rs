@@ -2,6 +2,9 @@
 
 mod common;
 
+#[path = "sessions/generations.rs"]
+mod generations;
+
 use std::time::Duration;
 
 use common::*;

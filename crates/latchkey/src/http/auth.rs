@@ -382,10 +382,19 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
         // Every presented refresh token that names a session is signed out.
         let mut revoked_any = false;
         for raw in refresh_cookies(&state, &headers) {
-            if let Some(token) = crate::tokens::refresh::RefreshToken::parse(&raw)
-                && let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await?
-            {
-                session::revoke(&state, s.id, None, "logout").await?;
+            use crate::tokens::refresh::Presented;
+            let sid = match Presented::parse(&raw, state.refresh_secret()) {
+                // The tag proves the server made it for this session (any generation).
+                Some(Presented::Session(t)) => Some(t.sid),
+                Some(Presented::Legacy(t)) => state
+                    .store()
+                    .session_by_token_hash(&t.hash())
+                    .await?
+                    .map(|(s, _)| s.id),
+                None => None,
+            };
+            if let Some(sid) = sid {
+                session::revoke(&state, sid, None, "logout").await?;
                 revoked_any = true;
             }
         }
