@@ -4,6 +4,8 @@ mod common;
 
 #[path = "sessions/generations.rs"]
 mod generations;
+#[path = "sessions/simulation.rs"]
+mod simulation;
 
 use std::time::Duration;
 

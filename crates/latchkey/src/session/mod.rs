@@ -7,7 +7,7 @@ pub mod rotation;
 
 use std::time::Duration;
 
-use crate::clock::{ms, now_ms};
+use crate::clock::ms;
 use crate::domain::{SessionId, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -56,7 +56,7 @@ pub async fn start(
     client: ClientInfo,
 ) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
-    let now = now_ms();
+    let now = state.config().clock.now_ms();
     let id = SessionId::new();
     let token = SessionToken::issue(state.refresh_secret(), id, 0);
     let absolute = now.saturating_add(ms(cfg.session_max_age));
@@ -126,7 +126,7 @@ pub async fn revoke(
     user: Option<UserId>,
     reason: &str,
 ) -> Result<bool, ApiError> {
-    let now = now_ms();
+    let now = state.config().clock.now_ms();
     let done = state.store().revoke_session(sid, user, now, reason).await?;
     if done {
         mark_revoked(state, &[sid], now, reason);
@@ -136,7 +136,7 @@ pub async fn revoke(
 
 /// Revokes every session of a user.
 pub async fn revoke_all(state: &AppState, user: UserId, reason: &str) -> Result<u64, ApiError> {
-    let now = now_ms();
+    let now = state.config().clock.now_ms();
     let revoked = state
         .store()
         .revoke_user_sessions(user, now, reason)

@@ -21,7 +21,7 @@
 use secrecy::SecretString;
 use subtle::ConstantTimeEq;
 
-use crate::clock::{ms, now_ms};
+use crate::clock::ms;
 use crate::error::ApiError;
 use crate::session::{IssuedTokens, issue, revoke};
 use crate::state::AppState;
@@ -127,7 +127,7 @@ async fn refresh_session_token(
     // is then the previous one and the grace rule answers). Bounded: each retry follows a
     // successful rotation by someone else.
     for _ in 0..4 {
-        let now = now_ms();
+        let now = state.config().clock.now_ms();
         let session = state
             .store()
             .session_by_id(token.sid)
@@ -168,7 +168,7 @@ async fn refresh_session_token(
 async fn refresh_legacy(state: &AppState, token: RefreshToken) -> Result<IssuedTokens, ApiError> {
     let hash = token.hash();
     for _ in 0..4 {
-        let now = now_ms();
+        let now = state.config().clock.now_ms();
         let (session, which) = state
             .store()
             .session_by_token_hash(&hash)
