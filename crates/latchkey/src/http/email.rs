@@ -31,7 +31,7 @@ use crate::store::{Change, EmailToken, StoreError, TokenPurpose, UserRecord};
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// The token from the link's fragment (`#token=…`): 43 base64url characters.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
     pub token: String,
 }
 
@@ -43,7 +43,8 @@ pub struct ForgotRequest {
 
 #[derive(Deserialize, ToSchema)]
 pub struct ResetRequest {
-    #[schema(min_length = 1, max_length = 64)]
+    /// The token from the reset link's fragment: 43 base64url characters.
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
     pub token: String,
     /// 8 to 256 characters.
     #[schema(min_length = 8, max_length = 256)]
@@ -217,6 +218,7 @@ pub(crate) async fn create_account(
 
 /// Mails a new verification link to the signed-in user's address.
 #[utoipa::path(post, path = "/api/v1/auth/email/verify/send", tag = "email",
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 202, description = "A verification link is on its way", body = Accepted),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
@@ -442,6 +444,7 @@ pub async fn reset(
 
 /// Changes the signed-in user's password; signs out every other session.
 #[utoipa::path(post, path = "/api/v1/auth/password/change", tag = "email", request_body = ChangePasswordRequest,
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 204, description = "Changed; every other session revoked, outstanding reset links void, a notice mailed"),
         (status = 400, description = "`weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
@@ -496,6 +499,7 @@ pub async fn change_password(
 
 /// Mails a confirmation link to a new address for the signed-in user.
 #[utoipa::path(post, path = "/api/v1/auth/email/change", tag = "email", request_body = ChangeEmailRequest,
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 202, description = "A confirmation link is on its way to the new address; nothing changes until it is opened", body = Accepted),
         (status = 400, description = "`invalid_email`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
