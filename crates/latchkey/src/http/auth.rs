@@ -21,10 +21,10 @@ use crate::store::{NewUser, StoreError, UserRecord};
 #[derive(Deserialize, ToSchema)]
 pub struct SignupRequest {
     /// Canonicalised (trimmed, NFC, lower-cased) before use; at most 254 characters.
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256)]
+    #[schema(min_length = 8, max_length = 256, example = "correct horse battery staple")]
     pub password: String,
     /// Display name, at most 100 characters after trimming; no control characters and no
     /// format characters (bidi controls, zero-width space…) other than U+200C/U+200D.
@@ -46,14 +46,15 @@ fn display_name_schema() -> utoipa::openapi::schema::Object {
              no name.",
         ))
         .pattern(Some(DisplayName::json_schema_pattern()))
+        .examples(["Ada Lovelace"])
         .build()
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, example = "ada@example.com")]
     pub email: String,
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, example = "correct horse battery staple")]
     pub password: String,
 }
 

@@ -31,40 +31,40 @@ use crate::store::{Change, EmailToken, StoreError, TokenPurpose, UserRecord};
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// The token from the link's fragment (`#token=…`): 43 base64url characters.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$", example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw")]
     pub token: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ForgotRequest {
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ResetRequest {
     /// The token from the reset link's fragment: 43 base64url characters.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$")]
+    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$", example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw")]
     pub token: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256)]
+    #[schema(min_length = 8, max_length = 256, example = "a new correct horse battery")]
     pub password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, example = "correct horse battery staple")]
     pub current_password: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256)]
+    #[schema(min_length = 8, max_length = 256, example = "a new correct horse battery")]
     pub new_password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChangeEmailRequest {
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, example = "ada.lovelace@example.com")]
     pub new_email: String,
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, example = "correct horse battery staple")]
     pub password: String,
 }
 
