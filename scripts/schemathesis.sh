@@ -21,7 +21,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SCHEMATHESIS_VERSION=4.32.5
-MAX_EXAMPLES=${MAX_EXAMPLES:-25}
+MAX_EXAMPLES=${MAX_EXAMPLES:-50}
 
 if ! python3 -m schemathesis.cli --version 2>/dev/null | grep -qF "$SCHEMATHESIS_VERSION"; then
   echo "schemathesis: installing schemathesis==$SCHEMATHESIS_VERSION with pip" >&2

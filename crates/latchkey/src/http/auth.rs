@@ -24,7 +24,11 @@ pub struct SignupRequest {
     #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256, example = "correct horse battery staple")]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        example = "correct horse battery staple"
+    )]
     pub password: String,
     /// Display name, at most 100 characters after trimming; no control characters and no
     /// format characters (bidi controls, zero-width space…) other than U+200C/U+200D.

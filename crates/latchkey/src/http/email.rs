@@ -31,7 +31,12 @@ use crate::store::{Change, EmailToken, StoreError, TokenPurpose, UserRecord};
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// The token from the link's fragment (`#token=…`): 43 base64url characters.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$", example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw")]
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{43}$",
+        example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw"
+    )]
     pub token: String,
 }
 
@@ -44,10 +49,19 @@ pub struct ForgotRequest {
 #[derive(Deserialize, ToSchema)]
 pub struct ResetRequest {
     /// The token from the reset link's fragment: 43 base64url characters.
-    #[schema(min_length = 43, max_length = 43, pattern = "^[A-Za-z0-9_-]{43}$", example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw")]
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{43}$",
+        example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw"
+    )]
     pub token: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256, example = "a new correct horse battery")]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        example = "a new correct horse battery"
+    )]
     pub password: String,
 }
 
@@ -56,7 +70,11 @@ pub struct ChangePasswordRequest {
     #[schema(max_length = 256, example = "correct horse battery staple")]
     pub current_password: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256, example = "a new correct horse battery")]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        example = "a new correct horse battery"
+    )]
     pub new_password: String,
 }
 
