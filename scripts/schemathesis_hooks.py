@@ -23,6 +23,13 @@ whose session was ended signs in again. A fresh account each time, so that the p
 failure budget, which the wrong passwords sent to `password/change` and `email/change` use
 up, never locks the run out.
 
+Passwords
+---------
+`password/change` and `email/change` re-check the account's password. Three in four of their
+schema-valid requests get the run's real one, so they can succeed (204, 202: the new password
+is then the run's) instead of always answering 403 `invalid_credentials`; the rest keep the
+generated, wrong one.
+
 Client addresses
 ----------------
 The server runs with TRUSTED_PROXIES=127.0.0.1, and every request carries an
