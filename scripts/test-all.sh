@@ -4,7 +4,7 @@
 # Idempotent: installs what it needs (Debian chromium, npm packages, aiosmtpd), makes sure the local
 # PostgreSQL answers, then runs formatting and lint checks, the Rust tests on SQLite, the
 # Rust integration suite again on PostgreSQL plus the multi-instance tests, the browser
-# client's unit tests, and the end-to-end tests in Chromium.
+# client's unit tests, the end-to-end tests in Chromium, and OpenAPI fuzzing (schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -64,5 +64,11 @@ node --test crates/latchkey-server/pages/test/
 # --- End-to-end in Chromium --------------------------------------------------------------
 step "end-to-end tests in Chromium"
 bash e2e/run.sh
+
+# --- OpenAPI fuzzing: schemathesis against a running server (issue 11) ------------------
+# Reuses the debug binary the end-to-end step built. Nothing is excluded: logout-all and a
+# deleted own session end the run's session, and the run signs in again (see the script).
+step "OpenAPI fuzzing (schemathesis)"
+LATCHKEY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/latchkey" bash scripts/schemathesis.sh
 
 step "all test suites passed"
