@@ -2,7 +2,8 @@
 # The one command that runs every test latchkey has (README, .ci/run).
 #
 # Idempotent: installs what it needs (Debian chromium, npm packages, aiosmtpd), makes sure the local
-# PostgreSQL answers, then runs formatting and lint checks, the Rust tests on SQLite, the
+# PostgreSQL answers, then runs formatting and lint checks, the spin model of the refresh
+# protocol (scripts/model-check.sh), the Rust tests on SQLite, the
 # Rust integration suite again on PostgreSQL plus the multi-instance tests, the browser
 # client's unit tests, the end-to-end tests in Chromium, and OpenAPI fuzzing (schemathesis).
 set -euo pipefail
@@ -46,6 +47,10 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+# --- The refresh protocol's model (spin; installs the Debian package if missing) ----------
+step "refresh protocol model (spin: models/refresh.pml)"
+bash scripts/model-check.sh
 
 # --- Rust: unit + integration tests on SQLite ---------------------------------------------
 step "Rust tests (SQLite; multi-instance tests on PostgreSQL)"
