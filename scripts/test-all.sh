@@ -2,10 +2,11 @@
 # The one command that runs every test latchkey has (README, .ci/run).
 #
 # Idempotent: installs what it needs (Debian chromium, npm packages, aiosmtpd), makes sure the local
-# PostgreSQL answers, then runs formatting and lint checks, the Rust tests on SQLite, the
+# PostgreSQL answers, then runs formatting and lint checks, the spin model of the refresh
+# protocol (scripts/model-check.sh), the Rust tests on SQLite, the
 # Rust integration suite again on PostgreSQL plus the multi-instance tests, a short run of
 # every fuzz target (nightly + cargo-fuzz, installed if missing), the browser client's unit
-# tests, and the end-to-end tests in Chromium.
+# tests, the end-to-end tests in Chromium, and OpenAPI fuzzing (schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -48,6 +49,10 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# --- The refresh protocol's model (spin; installs the Debian package if missing) ----------
+step "refresh protocol model (spin: models/refresh.pml)"
+bash scripts/model-check.sh
+
 # --- Rust: unit + integration tests on SQLite ---------------------------------------------
 step "Rust tests (SQLite; multi-instance tests on PostgreSQL)"
 LATCHKEY_TEST_POSTGRES= cargo test --workspace -- --test-threads=4
@@ -76,5 +81,11 @@ node --test crates/latchkey-server/pages/test/
 # --- End-to-end in Chromium --------------------------------------------------------------
 step "end-to-end tests in Chromium"
 bash e2e/run.sh
+
+# --- OpenAPI fuzzing: schemathesis against a running server (issue 11) ------------------
+# Reuses the debug binary the end-to-end step built. Nothing is excluded: logout-all and a
+# deleted own session end the run's session, and the run signs in again (see the script).
+step "OpenAPI fuzzing (schemathesis)"
+LATCHKEY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/latchkey" bash scripts/schemathesis.sh
 
 step "all test suites passed"

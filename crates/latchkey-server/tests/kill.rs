@@ -6,9 +6,14 @@
 //!
 //! [`outbox`]: SPEC 10 across a SIGKILL: mail committed but not yet sent goes out after a
 //! restart (SQLite, or PostgreSQL when `LATCHKEY_TEST_POSTGRES` is set).
+//!
+//! [`storm`]: crash consistency on a SQLite file: ≥ 20 SIGKILLs during a storm of signups,
+//! logins, refreshes and logouts; every acknowledged write survives, the file is intact.
 
 #[path = "kill/outbox.rs"]
 mod outbox;
+#[path = "kill/storm.rs"]
+mod storm;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

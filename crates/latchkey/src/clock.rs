@@ -1,5 +1,45 @@
 //! Wall-clock time in Unix milliseconds, the unit the store and sessions use.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// The clock the session rules (refresh, grace window, expiry) read: the system clock, or —
+/// for deterministic tests of the refresh protocol — a manual one shared by several
+/// instances. Access-token verification always uses the system clock.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<AtomicI64>>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(manual)"
+        } else {
+            "Clock(system)"
+        })
+    }
+}
+
+impl Clock {
+    /// A manual clock starting at `start_ms`; it moves only by [`Clock::advance`].
+    pub fn manual(start_ms: i64) -> Self {
+        Self(Some(Arc::new(AtomicI64::new(start_ms))))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match &self.0 {
+            Some(t) => t.load(Ordering::SeqCst),
+            None => now_ms(),
+        }
+    }
+
+    /// Moves a manual clock forward (no effect on the system clock).
+    pub fn advance(&self, by_ms: i64) {
+        if let Some(t) = &self.0 {
+            t.fetch_add(by_ms, Ordering::SeqCst);
+        }
+    }
+}
+
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> i64 {
     let d = std::time::SystemTime::now()

@@ -215,6 +215,8 @@ pub struct Config {
     /// How recent a sign-in must be for changing the password or address (SPEC 11: 10
     /// minutes; set in code, no environment variable).
     pub recent_auth: Duration,
+    /// The clock of the session rules; the system clock unless a test sets a manual one.
+    pub clock: crate::clock::Clock,
 }
 
 impl fmt::Debug for Config {
@@ -496,6 +498,7 @@ impl Config {
             secrets_key,
             mail,
             recent_auth: Duration::from_secs(600),
+            clock: crate::clock::Clock::default(),
         })
     }
 

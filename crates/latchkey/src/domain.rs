@@ -140,7 +140,6 @@ impl DisplayName {
 
     /// `Ok(None)` for an absent or blank name.
     pub fn parse(raw: &str) -> Result<Option<Self>, InvalidName> {
-        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
         let n = raw.trim();
         if n.is_empty() {
             return Ok(None);
@@ -148,17 +147,39 @@ impl DisplayName {
         if n.chars().count() > Self::MAX_CHARS {
             return Err(InvalidName::TooLong);
         }
-        let forbidden = |c: char| match c.general_category() {
+        if n.chars().any(Self::forbidden) {
+            return Err(InvalidName::ForbiddenCharacter);
+        }
+        Ok(Some(Self(n.to_owned())))
+    }
+
+    /// A character no name may hold (once trimmed).
+    fn forbidden(c: char) -> bool {
+        use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+        match c.general_category() {
             GeneralCategory::Control
             | GeneralCategory::LineSeparator
             | GeneralCategory::ParagraphSeparator => true,
             GeneralCategory::Format => !matches!(c, '\u{200C}' | '\u{200D}'),
             _ => false,
-        };
-        if n.chars().any(forbidden) {
-            return Err(InvalidName::ForbiddenCharacter);
         }
-        Ok(Some(Self(n.to_owned())))
+    }
+
+    /// The JSON Schema pattern (ECMA-262, Unicode mode) that a string matches exactly when
+    /// [`DisplayName::parse`] accepts it: optional white space (what `trim` removes), at most
+    /// [`DisplayName::MAX_CHARS`] characters that are not [forbidden](Self::forbidden), optional
+    /// white space. Built from the same predicates, so the OpenAPI document cannot drift from
+    /// the code; BMP characters are written `\uXXXX`, the few others literally.
+    pub fn json_schema_pattern() -> &'static str {
+        static PATTERN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        PATTERN.get_or_init(|| {
+            let space = char_class(char::is_whitespace);
+            let forbidden = char_class(Self::forbidden);
+            format!(
+                "^[{space}]*[^{forbidden}]{{0,{}}}[{space}]*$",
+                Self::MAX_CHARS
+            )
+        })
     }
 
     /// A name an identity provider supplied: cut to the length limit, and dropped rather
@@ -175,6 +196,44 @@ impl DisplayName {
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// The members of a regular-expression character class (without the brackets) that holds
+/// exactly the characters `member` accepts, as ranges.
+fn char_class(member: impl Fn(char) -> bool) -> String {
+    fn one(out: &mut String, c: char) {
+        if u32::from(c) <= 0xFFFF {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    fn range(out: &mut String, (lo, hi): (char, char)) {
+        one(out, lo);
+        if hi != lo {
+            out.push('-');
+            one(out, hi);
+        }
+    }
+    let mut out = String::new();
+    let mut run: Option<(char, char)> = None;
+    for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+        if !member(c) {
+            continue;
+        }
+        run = match run {
+            Some((lo, hi)) if u32::from(hi) + 1 == u32::from(c) => Some((lo, c)),
+            Some(r) => {
+                range(&mut out, r);
+                Some((c, c))
+            }
+            None => Some((c, c)),
+        };
+    }
+    if let Some(r) = run {
+        range(&mut out, r);
+    }
+    out
 }
 
 macro_rules! id_type {
@@ -223,6 +282,46 @@ id_type!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11 (schemathesis): the OpenAPI pattern of a name agrees with
+    /// [`DisplayName::parse`] on every character, inside a name and at its ends (where white
+    /// space is trimmed), and on the length bound.
+    #[test]
+    fn name_pattern_accepts_exactly_what_parse_accepts() {
+        let pattern = regex::Regex::new(DisplayName::json_schema_pattern()).unwrap();
+        let agree = |s: &str| {
+            assert_eq!(
+                pattern.is_match(s),
+                DisplayName::parse(s).is_ok(),
+                "{s:?} (pattern vs parse)"
+            );
+        };
+        // Every BMP character; above it, every forbidden one, its neighbours, and a sample
+        // (a full sweep takes 10 s in a debug build).
+        let near_forbidden = |x: u32| {
+            (x.saturating_sub(1)..=x + 1)
+                .filter_map(char::from_u32)
+                .any(DisplayName::forbidden)
+        };
+        let chars = (0..=u32::from(char::MAX))
+            .filter(|&x| x <= 0xFFFF || x % 257 == 0 || near_forbidden(x))
+            .filter_map(char::from_u32);
+        for c in chars {
+            agree(&format!("a{c}b"));
+            agree(&format!("{c}ab"));
+            agree(&format!("ab{c}"));
+        }
+        for s in ["", " ", "\t\n", "Ada", " Ada\u{3000}"] {
+            agree(s);
+        }
+        let hundred = "x".repeat(DisplayName::MAX_CHARS);
+        agree(&hundred);
+        agree(&format!("{hundred}x"));
+        agree(&format!("  {hundred}\t"));
+        agree(&format!("  {hundred}y\t"));
+        agree(&"é".repeat(DisplayName::MAX_CHARS));
+        agree(&"😀".repeat(DisplayName::MAX_CHARS + 1));
+    }
 
     /// Finding 10 (issue 9): names refuse bidi controls, isolates and invisible characters,
     /// but keep the joiners that emoji and scripts need.

@@ -2,6 +2,11 @@
 
 mod common;
 
+#[path = "sessions/generations.rs"]
+mod generations;
+#[path = "sessions/simulation.rs"]
+mod simulation;
+
 use std::time::Duration;
 
 use common::*;

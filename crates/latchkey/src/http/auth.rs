@@ -21,22 +21,44 @@ use crate::store::{NewUser, StoreError, UserRecord};
 #[derive(Deserialize, ToSchema)]
 pub struct SignupRequest {
     /// Canonicalised (trimmed, NFC, lower-cased) before use; at most 254 characters.
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256)]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        example = "correct horse battery staple"
+    )]
     pub password: String,
     /// Display name, at most 100 characters after trimming; no control characters and no
     /// format characters (bidi controls, zero-width space…) other than U+200C/U+200D.
-    #[schema(max_length = 100)]
+    #[schema(schema_with = display_name_schema)]
     pub name: Option<String>,
+}
+
+/// `SignupRequest.name`: its `pattern` is [`DisplayName::json_schema_pattern`], which matches
+/// exactly the names signup accepts (the length bound is in the pattern because it counts
+/// after trimming).
+fn display_name_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some(
+            "Display name: at most 100 characters once trimmed of white space, with no control \
+             characters (Cc), line or paragraph separators (Zl, Zp) or format characters (Cf: \
+             bidi controls, zero-width space, …) other than U+200C and U+200D. Blank or null: \
+             no name.",
+        ))
+        .pattern(Some(DisplayName::json_schema_pattern()))
+        .examples(["Ada Lovelace"])
+        .build()
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginRequest {
-    #[schema(max_length = 254)]
+    #[schema(max_length = 254, example = "ada@example.com")]
     pub email: String,
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, example = "correct horse battery staple")]
     pub password: String,
 }
 
@@ -156,7 +178,9 @@ fn clean_name(name: Option<String>) -> Result<Option<String>, ApiError> {
 /// Creates a password account and signs it in.
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupRequest,
     responses(
-        (status = 201, description = "Account created and a verification link mailed; access, refresh and device cookies set — unless `REQUIRE_EMAIL_VERIFICATION=true`: then no cookies and `verification_required: true`", body = SignupResponse),
+        (status = 201, description = "Account created and a verification link mailed; access, refresh and device cookies set — unless `REQUIRE_EMAIL_VERIFICATION=true`: then no cookies and `verification_required: true`", body = SignupResponse,
+            links(("login" = (operation_id = "login", description = "Sign in to the new account with the same email and password.",
+                request_body = json!({"email": "$request.body#/email", "password": "$request.body#/password"}))))),
         (status = 400, description = "`invalid_request`, `invalid_email`, `weak_password`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`email_taken`", body = Problem, content_type = "application/problem+json"),
@@ -344,6 +368,7 @@ fn refresh_cookies(state: &AppState, headers: &HeaderMap) -> Vec<String> {
 
 /// Rotates the refresh token and issues a new access token for the same session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth",
+    security(("refresh_cookie" = [])),
     responses(
         (status = 200, description = "Rotated; new cookies set", body = RefreshResponse),
         (status = 401, description = "`refresh_missing`, `refresh_invalid`, `refresh_expired`, `refresh_reused`, `session_revoked`; both cookies cleared", body = Problem, content_type = "application/problem+json"),
@@ -372,6 +397,7 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Respo
 
 /// Revokes the current session (found by the refresh cookie, else the access token).
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("refresh_cookie" = []), ("access_cookie" = []), ("bearer" = []), ()),
     responses(
         (status = 204, description = "Signed out; cookies cleared — also with no or bad cookies"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
@@ -382,10 +408,19 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
         // Every presented refresh token that names a session is signed out.
         let mut revoked_any = false;
         for raw in refresh_cookies(&state, &headers) {
-            if let Some(token) = crate::tokens::refresh::RefreshToken::parse(&raw)
-                && let Some((s, _)) = state.store().session_by_token_hash(&token.hash()).await?
-            {
-                session::revoke(&state, s.id, None, "logout").await?;
+            use crate::tokens::refresh::Presented;
+            let sid = match Presented::parse(&raw, state.refresh_secret()) {
+                // The tag proves the server made it for this session (any generation).
+                Some(Presented::Session(t)) => Some(t.sid),
+                Some(Presented::Legacy(t)) => state
+                    .store()
+                    .session_by_token_hash(&t.hash())
+                    .await?
+                    .map(|(s, _)| s.id),
+                None => None,
+            };
+            if let Some(sid) = sid {
+                session::revoke(&state, sid, None, "logout").await?;
                 revoked_any = true;
             }
         }
@@ -408,6 +443,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 /// Revokes every session of the signed-in user.
 #[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "auth",
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 204, description = "Every session revoked; cookies cleared"),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
@@ -423,8 +459,11 @@ pub async fn logout_all(
 
 /// The signed-in user's live sessions.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "sessions",
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
-        (status = 200, description = "Live sessions, most recently used first", body = SessionList),
+        (status = 200, description = "Live sessions, most recently used first", body = SessionList,
+            links(("delete_session" = (operation_id = "delete_session", description = "Revoke one of the listed sessions (the first is the most recently used, often the caller's own).",
+                parameters(("id" = "$response.body#/sessions/0/id")))))),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_sessions(
@@ -450,7 +489,8 @@ pub async fn list_sessions(
 
 /// Revokes one of the signed-in user's sessions.
 #[utoipa::path(delete, path = "/api/v1/auth/sessions/{id}", tag = "sessions",
-    params(("id" = String, Path, description = "Session id")),
+    security(("access_cookie" = []), ("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Session id (from `GET /api/v1/auth/sessions`); any other value is 404")),
     responses(
         (status = 204, description = "Revoked"),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
@@ -472,6 +512,7 @@ pub async fn delete_session(
 
 /// The signed-in user.
 #[utoipa::path(get, path = "/api/v1/me", tag = "users",
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The current user", body = UserView),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),

@@ -31,39 +31,58 @@ use crate::store::{Change, EmailToken, StoreError, TokenPurpose, UserRecord};
 #[derive(Deserialize, ToSchema)]
 pub struct TokenRequest {
     /// The token from the link's fragment (`#token=…`): 43 base64url characters.
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{43}$",
+        example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw"
+    )]
     pub token: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ForgotRequest {
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ResetRequest {
-    #[schema(min_length = 1, max_length = 64)]
+    /// The token from the reset link's fragment: 43 base64url characters.
+    #[schema(
+        min_length = 43,
+        max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{43}$",
+        example = "q8Yc2hVtJm4dN0pX7rL1sK9fB3gW5zE6aU_iO-yRvHw"
+    )]
     pub token: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256)]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        example = "a new correct horse battery"
+    )]
     pub password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChangePasswordRequest {
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, example = "correct horse battery staple")]
     pub current_password: String,
     /// 8 to 256 characters.
-    #[schema(min_length = 8, max_length = 256)]
+    #[schema(
+        min_length = 8,
+        max_length = 256,
+        example = "a new correct horse battery"
+    )]
     pub new_password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChangeEmailRequest {
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email, max_length = 254, example = "ada.lovelace@example.com")]
     pub new_email: String,
-    #[schema(max_length = 256)]
+    #[schema(max_length = 256, example = "correct horse battery staple")]
     pub password: String,
 }
 
@@ -217,6 +236,7 @@ pub(crate) async fn create_account(
 
 /// Mails a new verification link to the signed-in user's address.
 #[utoipa::path(post, path = "/api/v1/auth/email/verify/send", tag = "email",
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 202, description = "A verification link is on its way", body = Accepted),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
@@ -442,6 +462,7 @@ pub async fn reset(
 
 /// Changes the signed-in user's password; signs out every other session.
 #[utoipa::path(post, path = "/api/v1/auth/password/change", tag = "email", request_body = ChangePasswordRequest,
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 204, description = "Changed; every other session revoked, outstanding reset links void, a notice mailed"),
         (status = 400, description = "`weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
@@ -496,6 +517,7 @@ pub async fn change_password(
 
 /// Mails a confirmation link to a new address for the signed-in user.
 #[utoipa::path(post, path = "/api/v1/auth/email/change", tag = "email", request_body = ChangeEmailRequest,
+    security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 202, description = "A confirmation link is on its way to the new address; nothing changes until it is opened", body = Accepted),
         (status = 400, description = "`invalid_email`, `invalid_request`", body = Problem, content_type = "application/problem+json"),

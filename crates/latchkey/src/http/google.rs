@@ -50,7 +50,7 @@ fn failed(state: &AppState, f: OAuthFailure) -> Response {
 }
 
 /// Starts Google sign-in.
-#[utoipa::path(get, path = "/api/v1/auth/google/login", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/auth/google/login", tag = "auth", operation_id = "google_login",
     params(("next" = Option<String>, Query, description = "Where to go after signing in: a same-origin path (anything else becomes `/`)")),
     responses(
         (status = 302, description = "To the provider's authorization endpoint with `response_type=code`, `scope=openid email profile`, `state`, `nonce`, `code_challenge` (S256) and `redirect_uri=PUBLIC_URL/api/v1/auth/google/callback`; sets the OAuth state cookie. When the provider cannot be reached: to `/login?error=oauth_failed`.",
@@ -74,7 +74,7 @@ pub async fn login(
 }
 
 /// Finishes Google sign-in.
-#[utoipa::path(get, path = "/api/v1/auth/google/callback", tag = "auth",
+#[utoipa::path(get, path = "/api/v1/auth/google/callback", tag = "auth", operation_id = "google_callback",
     params(
         ("code" = Option<String>, Query, description = "Authorization code"),
         ("state" = Option<String>, Query, description = "Must match the OAuth state cookie"),

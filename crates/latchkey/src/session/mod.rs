@@ -7,12 +7,15 @@ pub mod rotation;
 
 use std::time::Duration;
 
-use crate::clock::{ms, now_ms};
+use crate::clock::ms;
 use crate::domain::{SessionId, UserId};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::SessionRecord;
-use crate::tokens::{access, refresh::RefreshToken};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::tokens::access;
+use crate::tokens::refresh::SessionToken;
 
 /// What a sign-in or a refresh hands to the cookie writer.
 pub struct IssuedTokens {
@@ -20,7 +23,9 @@ pub struct IssuedTokens {
     /// Unix seconds.
     pub access_expires_at: i64,
     pub access_max_age: Duration,
-    pub refresh_token: RefreshToken,
+    /// The refresh token's text (a [`SessionToken`], or a legacy token handed back within
+    /// the grace window).
+    pub refresh_token: SecretString,
     pub refresh_max_age: Duration,
     pub session_id: SessionId,
     pub user_id: UserId,
@@ -31,7 +36,7 @@ impl IssuedTokens {
         crate::cookies::AuthCookies {
             access_token: &self.access_token,
             access_max_age: self.access_max_age,
-            refresh_token: self.refresh_token.expose(),
+            refresh_token: self.refresh_token.expose_secret(),
             refresh_max_age: self.refresh_max_age,
         }
     }
@@ -51,11 +56,12 @@ pub async fn start(
     client: ClientInfo,
 ) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
-    let now = now_ms();
-    let token = RefreshToken::generate();
+    let now = state.config().clock.now_ms();
+    let id = SessionId::new();
+    let token = SessionToken::issue(state.refresh_secret(), id, 0);
     let absolute = now.saturating_add(ms(cfg.session_max_age));
     let record = SessionRecord {
-        id: SessionId::new(),
+        id,
         user_id: user,
         current_hash: token.hash(),
         previous_hash: None,
@@ -68,19 +74,20 @@ pub async fn start(
         user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
         ip: client.ip,
         auth_time: now,
+        generation: 0,
     };
     if !state.store().insert_session(&record).await? {
         // The user was disabled (or removed) while signing in.
         return Err(ApiError::InvalidCredentials);
     }
-    issue(state, &record, token, now)
+    issue(state, &record, SecretString::from(token.expose()), now)
 }
 
 /// Signs an access token for the session and pairs it with `refresh`.
 pub(crate) fn issue(
     state: &AppState,
     s: &SessionRecord,
-    refresh: RefreshToken,
+    refresh: SecretString,
     now: i64,
 ) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
@@ -119,7 +126,7 @@ pub async fn revoke(
     user: Option<UserId>,
     reason: &str,
 ) -> Result<bool, ApiError> {
-    let now = now_ms();
+    let now = state.config().clock.now_ms();
     let done = state.store().revoke_session(sid, user, now, reason).await?;
     if done {
         mark_revoked(state, &[sid], now, reason);
@@ -129,7 +136,7 @@ pub async fn revoke(
 
 /// Revokes every session of a user.
 pub async fn revoke_all(state: &AppState, user: UserId, reason: &str) -> Result<u64, ApiError> {
-    let now = now_ms();
+    let now = state.config().clock.now_ms();
     let revoked = state
         .store()
         .revoke_user_sessions(user, now, reason)

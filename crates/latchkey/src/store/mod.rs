@@ -119,6 +119,9 @@ pub struct SessionRecord {
     /// When the user last proved who they are in this session (sign-in, reset): the access
     /// token's `auth_time`, kept across refresh (SPEC 11).
     pub auth_time: i64,
+    /// How many times the session rotated: its current token is the session token of this
+    /// generation (0 may also be a legacy token, from before session tokens).
+    pub generation: i64,
 }
 
 impl SessionRecord {
@@ -442,13 +445,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<(SessionRecord, TokenMatch)>>;
-    /// Atomically replaces the current token if it is still `expected` and the session is
-    /// not revoked (compare-and-swap): the old current becomes the previous, the old
-    /// previous is remembered as retired (for reuse detection). False when
+    /// The session with this id, whatever its state.
+    async fn session_by_id(&self, id: SessionId) -> Result<Option<SessionRecord>>;
+    /// Rotates the session (compare-and-swap): if it is not revoked, still at `generation`
+    /// and its current token still hashes to `expected`, the current token becomes the
+    /// previous one, `new` the current, and the generation goes up by one. Hashes displaced
+    /// by the first two rotations are remembered as retired (legacy tokens are recognised
+    /// only by hash); later rotations remember nothing — the state stays O(1). False when
     /// another request rotated or revoked first.
-    async fn rotate_session(
+    async fn advance_session(
         &self,
         id: SessionId,
+        generation: i64,
         expected: &TokenHash,
         new: &TokenHash,
         now: i64,

@@ -107,6 +107,7 @@ struct SessionRow {
     user_agent: Option<String>,
     ip: Option<String>,
     auth_time: i64,
+    generation: i64,
 }
 
 impl TryFrom<SessionRow> for SessionRecord {
@@ -126,6 +127,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             user_agent: r.user_agent,
             ip: r.ip,
             auth_time: r.auth_time,
+            generation: r.generation,
         })
     }
 }
@@ -140,7 +142,7 @@ struct MatchedSessionRow {
 
 const USER_COLUMNS: &str =
     "id, email, name, password_hash, email_verified, created_at, disabled_at";
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip, s.auth_time";
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip, s.auth_time, s.generation";
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…` or `postgresql://…`). Fails if the database does
@@ -413,33 +415,48 @@ impl Store for PostgresStore {
         .transpose()
     }
 
-    async fn rotate_session(
+    async fn session_by_id(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.id = $1"
+        ));
+        sqlx::query_as::<_, SessionRow>(q)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .map(SessionRecord::try_from)
+            .transpose()
+    }
+
+    async fn advance_session(
         &self,
         id: SessionId,
+        generation: i64,
         expected: &TokenHash,
         new: &TokenHash,
         now: i64,
         idle_expires_at: i64,
     ) -> Result<bool> {
         // One statement, so no read-then-write race and no lock held across round trips:
-        // `old` locks the session row (FOR UPDATE) if its current token is still `expected`
-        // — a racer blocks here, then re-checks against the committed winner's row (READ
-        // COMMITTED re-evaluation) and finds nothing; `upd` makes current the previous and
-        // installs `new`; `ins` remembers the displaced previous hash as retired.
+        // `old` locks the session row (FOR UPDATE) if it is still at `generation` with
+        // `expected` current — a racer blocks here, then re-checks against the committed
+        // winner's row (READ COMMITTED re-evaluation) and finds nothing; `upd` rotates;
+        // `ins` remembers a displaced hash only for the first two rotations (legacy tokens).
         let r: (i64,) = sqlx::query_as(
             "WITH old AS ( \
-                 SELECT id, previous_hash FROM sessions \
-                 WHERE id = $1 AND current_hash = $2 AND revoked_at IS NULL \
+                 SELECT id, previous_hash, generation FROM sessions \
+                 WHERE id = $1 AND generation = $6 AND current_hash = $2 AND revoked_at IS NULL \
                  FOR UPDATE \
              ), upd AS ( \
                  UPDATE sessions s \
-                 SET previous_hash = s.current_hash, current_hash = $3, rotated_at = $4, last_used_at = $4, idle_expires_at = $5 \
+                 SET previous_hash = s.current_hash, current_hash = $3, generation = s.generation + 1, \
+                     rotated_at = $4, last_used_at = $4, idle_expires_at = $5 \
                  FROM old \
-                 WHERE s.id = old.id AND s.current_hash = $2 AND s.revoked_at IS NULL \
-                 RETURNING old.previous_hash AS displaced \
+                 WHERE s.id = old.id AND s.generation = $6 AND s.current_hash = $2 AND s.revoked_at IS NULL \
+                 RETURNING old.previous_hash AS displaced, old.generation AS was \
              ), ins AS ( \
                  INSERT INTO retired_tokens (hash, session_id, retired_at) \
-                 SELECT displaced, $1, $4 FROM upd WHERE displaced IS NOT NULL \
+                 SELECT displaced, $1, $4 FROM upd WHERE displaced IS NOT NULL AND was <= 1 \
                  ON CONFLICT (hash) DO NOTHING \
              ) \
              SELECT count(*) FROM upd",
@@ -449,6 +466,7 @@ impl Store for PostgresStore {
         .bind(&new[..])
         .bind(now)
         .bind(idle_expires_at)
+        .bind(generation)
         .fetch_one(&self.pool)
         .await
         .map_err(classify)?;

@@ -80,6 +80,7 @@ struct SessionRow {
     user_agent: Option<String>,
     ip: Option<String>,
     auth_time: i64,
+    generation: i64,
 }
 
 impl TryFrom<SessionRow> for SessionRecord {
@@ -99,6 +100,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             user_agent: r.user_agent,
             ip: r.ip,
             auth_time: r.auth_time,
+            generation: r.generation,
         })
     }
 }
@@ -128,7 +130,7 @@ async fn insert_user<'e>(
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip, auth_time";
+const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip, auth_time, generation";
 
 /// Whether `url` names an in-memory database (`sqlite::memory:`, `…?mode=memory`).
 pub fn is_memory(url: &str) -> bool {
@@ -488,9 +490,23 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    async fn rotate_session(
+    async fn session_by_id(&self, id: SessionId) -> Result<Option<SessionRecord>> {
+        let q = sqlx::AssertSqlSafe(format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?1"
+        ));
+        sqlx::query_as::<_, SessionRow>(q)
+            .bind(id.0.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .map(SessionRecord::try_from)
+            .transpose()
+    }
+
+    async fn advance_session(
         &self,
         id: SessionId,
+        generation: i64,
         expected: &TokenHash,
         new: &TokenHash,
         now: i64,
@@ -504,24 +520,28 @@ impl Store for SqliteStore {
             .map_err(classify)?;
         sqlx::query(
             "INSERT INTO retired_tokens (hash, session_id, retired_at) \
-             SELECT previous_hash, id, ? FROM sessions WHERE id = ? AND current_hash = ? AND previous_hash IS NOT NULL AND revoked_at IS NULL \
+             SELECT previous_hash, id, $1 FROM sessions \
+             WHERE id = $2 AND generation = $3 AND current_hash = $4 AND revoked_at IS NULL \
+               AND previous_hash IS NOT NULL AND generation <= 1 \
              ON CONFLICT(hash) DO NOTHING",
         )
         .bind(now)
         .bind(id.0.to_string())
+        .bind(generation)
         .bind(&expected[..])
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
         let r = sqlx::query(
-            "UPDATE sessions SET previous_hash = current_hash, current_hash = ?, rotated_at = ?, last_used_at = ?, idle_expires_at = ? \
-             WHERE id = ? AND current_hash = ? AND revoked_at IS NULL",
+            "UPDATE sessions SET previous_hash = current_hash, current_hash = $1, generation = generation + 1, \
+             rotated_at = $2, last_used_at = $2, idle_expires_at = $3 \
+             WHERE id = $4 AND generation = $5 AND current_hash = $6 AND revoked_at IS NULL",
         )
         .bind(&new[..])
         .bind(now)
-        .bind(now)
         .bind(idle_expires_at)
         .bind(id.0.to_string())
+        .bind(generation)
         .bind(&expected[..])
         .execute(&mut *tx)
         .await

@@ -1,9 +1,17 @@
-//! Opaque refresh tokens: 256 random bits, base64url, stored only as SHA-256.
+//! Refresh tokens.
 //!
-//! A session's successor token is derived, not drawn: `HMAC-SHA256(server secret, token)`.
-//! A caller that presents the session's immediately previous token within the grace window
-//! can therefore be handed the session's *current* token again, though the store keeps only
-//! hashes (SPEC 5).
+//! **Session tokens** ([`SessionToken`], issued since issue 11): `base64url(sid ‖ generation
+//! ‖ tag)` with `tag = HMAC-SHA256(server secret, "latchkey/refresh/v2" ‖ sid ‖ generation)`,
+//! 75 characters. Only the server can make one; the store keeps the session's current
+//! generation (and the SHA-256 of its current token), so a session's state stays O(1)
+//! however often it rotates: any token of an older generation is recognised as one by its
+//! number (SPEC 5's reuse detection) with nothing remembered per rotation. The token of a
+//! given (session, generation) is always the same bytes, which is what lets racing refreshes
+//! within the grace window all receive the session's current token.
+//!
+//! **Legacy tokens** ([`RefreshToken`], 256 random bits, 43 characters): issued before, still
+//! accepted for sessions that have not rotated since; their successor was `HMAC(secret,
+//! token)`. The same shape serves as the mail tokens' (`mail::MailToken`).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,10 +19,16 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use sha2::{Digest, Sha256};
 
+use subtle::ConstantTimeEq as _;
+
+use crate::domain::SessionId;
 use crate::store::TokenHash;
 
 const TOKEN_BYTES: usize = 32;
 const ENCODED_LEN: usize = 43;
+/// sid (16) + generation (8) + tag (32).
+const SESSION_TOKEN_BYTES: usize = 56;
+const SESSION_TOKEN_LEN: usize = 75;
 
 /// A refresh token. Not `Debug`/`Display` in clear.
 pub struct RefreshToken(SecretString);
@@ -80,6 +94,96 @@ impl RefreshToken {
     }
 }
 
+/// A session's refresh token of one generation (see the module docs). Not `Debug` in clear.
+pub struct SessionToken {
+    pub sid: SessionId,
+    pub generation: u64,
+    text: SecretString,
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionToken")
+            .field("sid", &self.sid)
+            .field("generation", &self.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn session_tag(secret: &RefreshSecret, sid: SessionId, generation: u64) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.0.expose_secret())
+        .expect("HMAC takes any key length");
+    mac.update(b"latchkey/refresh/v2\0");
+    mac.update(sid.0.as_bytes());
+    mac.update(&generation.to_be_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+impl SessionToken {
+    /// The token of `sid` at `generation`: the same bytes every time.
+    pub fn issue(secret: &RefreshSecret, sid: SessionId, generation: u64) -> Self {
+        let mut bytes = Vec::with_capacity(SESSION_TOKEN_BYTES);
+        bytes.extend_from_slice(sid.0.as_bytes());
+        bytes.extend_from_slice(&generation.to_be_bytes());
+        bytes.extend_from_slice(&session_tag(secret, sid, generation));
+        Self {
+            sid,
+            generation,
+            text: SecretString::from(URL_SAFE_NO_PAD.encode(bytes)),
+        }
+    }
+
+    /// Accepts only a token this server made (its tag checked in constant time).
+    pub fn parse(raw: &str, secret: &RefreshSecret) -> Option<Self> {
+        if raw.len() != SESSION_TOKEN_LEN {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+        let (sid, rest) = bytes.split_first_chunk::<16>()?;
+        let (generation, tag) = rest.split_first_chunk::<8>()?;
+        let sid = SessionId(uuid::Uuid::from_bytes(*sid));
+        let generation = u64::from_be_bytes(*generation);
+        let expected = session_tag(secret, sid, generation);
+        if tag.len() != 32 || !bool::from(expected.as_slice().ct_eq(tag)) {
+            return None;
+        }
+        Some(Self {
+            sid,
+            generation,
+            text: SecretString::from(raw.to_owned()),
+        })
+    }
+
+    /// What the store keeps of the session's current token.
+    pub fn hash(&self) -> TokenHash {
+        Sha256::digest(self.text.expose_secret().as_bytes()).into()
+    }
+
+    /// The token's text, for the cookie writer only.
+    pub fn expose(&self) -> &str {
+        self.text.expose_secret()
+    }
+}
+
+/// A refresh token as presented: a session token, or a legacy one.
+#[derive(Debug)]
+pub enum Presented {
+    Session(SessionToken),
+    Legacy(RefreshToken),
+}
+
+impl Presented {
+    /// Either shape; `None` for anything else (including a session token whose tag does not
+    /// verify: a forgery names a session but proves nothing about it).
+    pub fn parse(raw: &str, secret: &RefreshSecret) -> Option<Self> {
+        if raw.len() == SESSION_TOKEN_LEN {
+            SessionToken::parse(raw, secret).map(Presented::Session)
+        } else {
+            RefreshToken::parse(raw).map(Presented::Legacy)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +218,40 @@ mod tests {
         assert_ne!(t.successor(&s1).expose(), t.expose());
         assert!(RefreshToken::parse(t.successor(&s1).expose()).is_some());
         assert_eq!(format!("{t:?}"), "RefreshToken([redacted])");
+    }
+
+    #[test]
+    fn session_tokens_are_deterministic_and_only_the_server_makes_them() {
+        let s1 = RefreshSecret::from_bytes(&[1; 32]).unwrap();
+        let s2 = RefreshSecret::from_bytes(&[2; 32]).unwrap();
+        let sid = SessionId::new();
+        let t = SessionToken::issue(&s1, sid, 7);
+        assert_eq!(t.expose().len(), SESSION_TOKEN_LEN);
+        assert_eq!(t.expose(), SessionToken::issue(&s1, sid, 7).expose());
+        assert_ne!(t.expose(), SessionToken::issue(&s1, sid, 8).expose());
+        let back = SessionToken::parse(t.expose(), &s1).unwrap();
+        assert_eq!((back.sid, back.generation), (sid, 7));
+        assert!(
+            SessionToken::parse(t.expose(), &s2).is_none(),
+            "another secret"
+        );
+        // Any change to the sid, the generation or the tag is refused.
+        let mut bytes = URL_SAFE_NO_PAD.decode(t.expose()).unwrap();
+        for i in [0, 16, 23, 24, 55] {
+            bytes[i] ^= 1;
+            assert!(SessionToken::parse(&URL_SAFE_NO_PAD.encode(&bytes), &s1).is_none());
+            bytes[i] ^= 1;
+        }
+        assert!(matches!(
+            Presented::parse(t.expose(), &s1),
+            Some(Presented::Session(_))
+        ));
+        let legacy = RefreshToken::generate();
+        assert!(matches!(
+            Presented::parse(legacy.expose(), &s1),
+            Some(Presented::Legacy(_))
+        ));
+        assert!(Presented::parse(&"A".repeat(SESSION_TOKEN_LEN), &s1).is_none());
+        assert!(!format!("{t:?}").contains(t.expose()));
     }
 }
