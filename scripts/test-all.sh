@@ -63,13 +63,14 @@ LATCHKEY_TEST_POSTGRES=$PG_ADMIN_URL cargo test -p latchkey --tests -- --test-th
 
 # --- Fuzz smoke: every fuzz target briefly (fuzz/, cargo-fuzz + libFuzzer, nightly) ---------
 # Installs nightly and cargo-fuzz when missing; replays the committed seeds and regression
-# inputs, then fuzzes each target FUZZ_SMOKE_SECONDS (default 10). The same inputs are also
+# inputs, then fuzzes each target FUZZ_SMOKE_SECONDS (default 10), unoptimised (FUZZ_PROFILE=dev:
+# half the cold build's CPU time; README, "Fuzzing"). The same inputs are also
 # replayed on stable by `cargo test` above (crates/latchkey/tests/fuzz_inputs.rs).
 # FUZZ_SMOKE_SECONDS=0 skips this step (its cold cost: README, "Fuzzing").
 FUZZ_SMOKE_SECONDS=${FUZZ_SMOKE_SECONDS:-10}
 if [ "$FUZZ_SMOKE_SECONDS" != 0 ]; then
   step "fuzz smoke: ${FUZZ_SMOKE_SECONDS} s per target (scripts/fuzz.sh)"
-  bash scripts/fuzz.sh "$FUZZ_SMOKE_SECONDS"
+  FUZZ_PROFILE=${FUZZ_PROFILE:-dev} bash scripts/fuzz.sh "$FUZZ_SMOKE_SECONDS"
 fi
 
 # --- Browser client unit tests -------------------------------------------------------------

@@ -8,7 +8,8 @@
 //! no quoting (RFC 6265 `cookie-octet`s, so the cookie writer can send it back); a session
 //! token is exactly the text the server issues for its sid and generation (one text per
 //! generation) and means nothing under another secret; a legacy token parses again to
-//! itself; an edited session token is accepted only if it is byte for byte the original.
+//! itself; an edited session token is accepted as a session token only if it is byte for
+//! byte the original.
 
 use std::sync::LazyLock;
 
@@ -54,9 +55,10 @@ pub fn run(data: &[u8]) {
         let Ok(raw) = std::str::from_utf8(&edited) else {
             return;
         };
-        if let Some(p) = check(raw) {
+        // (Any 43 base64url characters are a legacy token by design: the store decides.)
+        if let Some(Presented::Session(t)) = check(raw) {
             assert_eq!(raw, valid.expose(), "an edited session token was accepted");
-            assert!(matches!(p, Presented::Session(t) if t.sid == valid.sid && t.generation == 41));
+            assert!(t.sid == valid.sid && t.generation == 41);
         }
         return;
     }
