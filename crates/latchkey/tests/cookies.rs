@@ -55,18 +55,7 @@ fn expected(production: bool) -> [(String, Vec<String>); 2] {
 async fn app_in(production: bool) -> TestApp {
     spawn_with(|c| {
         if production {
-            let url = c.database_url.clone();
-            let mut p = latchkey::Config::from_pairs([
-                ("ENV", "production"),
-                ("PUBLIC_URL", "https://auth.example"),
-                ("SECRETS_KEY", common::TEST_SECRETS_KEY),
-                ("SMTP_URL", "disabled"),
-            ])
-            .unwrap();
-            p.database_url = url;
-            p.password = c.password;
-            p.poll_interval = c.poll_interval;
-            *c = p;
+            common::into_production(c);
         }
     })
     .await

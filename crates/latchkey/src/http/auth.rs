@@ -14,7 +14,7 @@ use crate::domain::{DisplayName, Email, Password, SessionId, UserId};
 use crate::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx, access_token_of, authenticate};
 use crate::ratelimit::LoginBudget;
-use crate::session::{self, ClientInfo, IssuedTokens, rotation};
+use crate::session::{self, IssuedTokens, rotation};
 use crate::state::AppState;
 use crate::store::{NewUser, StoreError, UserRecord};
 
@@ -232,15 +232,7 @@ pub async fn signup(
         };
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
-    let tokens = session::start(
-        &state,
-        user.id,
-        ClientInfo {
-            user_agent: client.user_agent,
-            ip: Some(client.ip),
-        },
-    )
-    .await?;
+    let tokens = session::start(&state, user.id, client.into()).await?;
     let body = SignupResponse {
         user: view,
         access_expires_at: Some(rfc3339(tokens.access_expires_at * 1000)),
@@ -322,15 +314,7 @@ pub async fn login(
     if state.config().mail.require_verification && !user.email_verified {
         return Err(ApiError::EmailUnverified);
     }
-    let tokens = session::start(
-        &state,
-        user.id,
-        ClientInfo {
-            user_agent: client.user_agent,
-            ip: Some(client.ip),
-        },
-    )
-    .await?;
+    let tokens = session::start(&state, user.id, client.into()).await?;
     metrics::counter!("latchkey_logins_total", "method" => "password").increment(1);
     let body = AuthResponse {
         user: UserView::load(&state, &user).await?,

@@ -14,12 +14,7 @@ use crate::state::AppState;
 /// Messages shown, newest first.
 const SHOWN: i64 = 50;
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::mail::templates::html_escape as escape;
 
 pub async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
     if state.config().production || !state.mailer().dev_outbox() {

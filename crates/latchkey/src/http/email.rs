@@ -24,7 +24,7 @@ use crate::http::auth::{AuthResponse, UserView, signed_in_with_password};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx};
 use crate::mail::{MailKind, MailToken, Outgoing};
 use crate::ratelimit::LoginBudget;
-use crate::session::{self, ClientInfo};
+use crate::session;
 use crate::state::AppState;
 use crate::store::{Change, EmailToken, StoreError, TokenPurpose, UserRecord};
 
@@ -438,15 +438,7 @@ pub async fn reset(
         .user_by_id(t.user_id)
         .await?
         .ok_or(ApiError::LinkInvalid)?;
-    let tokens = session::start(
-        &state,
-        u.id,
-        ClientInfo {
-            user_agent: client.user_agent,
-            ip: Some(client.ip),
-        },
-    )
-    .await?;
+    let tokens = session::start(&state, u.id, client.into()).await?;
     let body = AuthResponse {
         user: UserView::load(&state, &u).await?,
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),

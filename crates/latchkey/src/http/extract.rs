@@ -177,6 +177,16 @@ pub struct ClientCtx {
     pub user_agent: Option<String>,
 }
 
+/// What a new session records of the client that started it.
+impl From<ClientCtx> for crate::session::ClientInfo {
+    fn from(c: ClientCtx) -> Self {
+        Self {
+            user_agent: c.user_agent,
+            ip: Some(c.ip),
+        }
+    }
+}
+
 /// See [`ClientCtx::rate_key`].
 pub fn rate_key(ip: Option<IpAddr>) -> String {
     match ip.map(|i| i.to_canonical()) {

@@ -17,7 +17,7 @@ use crate::error::{ApiError, Problem};
 use crate::http::extract::ClientCtx;
 use crate::oidc::next::safe_next;
 use crate::oidc::{GoogleProvider, OAuthFailure, account};
-use crate::session::{self, ClientInfo, IssuedTokens};
+use crate::session::{self, IssuedTokens};
 use crate::state::AppState;
 
 /// The single value of query parameter `name`; `None` when absent or repeated (RFC 6749
@@ -151,19 +151,12 @@ async fn finish(
         tracing::info!(user_id = %user.id, "google sign-in: account is disabled");
         return Err(OAuthFailure::Failed);
     }
-    let tokens = session::start(
-        state,
-        user.id,
-        ClientInfo {
-            user_agent: client.user_agent,
-            ip: Some(client.ip),
-        },
-    )
-    .await
-    .map_err(|e| {
-        tracing::warn!(error = %e, "google sign-in: session could not start");
-        OAuthFailure::Failed
-    })?;
+    let tokens = session::start(state, user.id, client.into())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "google sign-in: session could not start");
+            OAuthFailure::Failed
+        })?;
     Ok((tokens, pending.next))
 }
 

@@ -7,7 +7,7 @@
 //! 256 random bits in the URL's fragment, stored only as SHA-256 (see [`MailToken`]).
 
 pub mod outbox;
-mod templates;
+pub(crate) mod templates;
 
 use std::sync::Arc;
 
@@ -169,7 +169,7 @@ impl Mailer {
             expires_at: now.saturating_add(ms(purpose.lifetime())),
             used_at: None,
         };
-        let mut out = self.compose(MailKind::for_token(purpose), to, to, Some(link), now);
+        let mut out = self.compose(MailKind::for_token(purpose), to, to, link, now);
         out.token = Some(stored);
         out
     }
@@ -177,7 +177,7 @@ impl Mailer {
     /// A notice (no token) of `kind` to `to` about the account now at `account`.
     pub fn notice(&self, kind: MailKind, to: &Email, account: &Email) -> Outgoing {
         let link = format!("{}/forgot-password", self.public_url);
-        self.compose(kind, to, account, Some(link), now_ms())
+        self.compose(kind, to, account, link, now_ms())
     }
 
     fn compose(
@@ -185,7 +185,7 @@ impl Mailer {
         kind: MailKind,
         to: &Email,
         account: &Email,
-        link: Option<String>,
+        link: String,
         now: i64,
     ) -> Outgoing {
         let (subject, text, html) = templates::render(
@@ -194,10 +194,10 @@ impl Mailer {
                 site: &self.public_url,
                 email: to.as_str(),
                 new_email: account.as_str(),
-                link: link.as_deref().unwrap_or(""),
+                link: &link,
             },
         );
-        let links: Vec<String> = link.into_iter().collect();
+        let links = vec![link];
         let message = Message {
             to: to.as_str().to_owned(),
             subject,

@@ -32,7 +32,8 @@ fn sources(kind: MailKind) -> (&'static str, &'static str) {
 
 const LAYOUT: &str = include_str!("../../templates/mail/layout.html");
 
-fn html_escape(s: &str) -> String {
+/// Escapes text for HTML content and attribute values.
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -68,6 +68,23 @@ pub fn test_config_on(url: &str) -> Config {
     c
 }
 
+/// Turns a test configuration into a production one on the same database (mail disabled,
+/// `PUBLIC_URL=https://auth.example`), keeping its cheap hashing and fast polling.
+pub fn into_production(c: &mut Config) {
+    let mut p = Config::from_pairs([
+        ("ENV", "production"),
+        ("PUBLIC_URL", "https://auth.example"),
+        ("SECRETS_KEY", TEST_SECRETS_KEY),
+        ("SMTP_URL", "disabled"),
+    ])
+    .expect("valid production test config");
+    assert!(p.production);
+    p.database_url = c.database_url.clone();
+    p.password = c.password;
+    p.poll_interval = c.poll_interval;
+    *c = p;
+}
+
 pub async fn spawn() -> TestApp {
     spawn_with(|_| {}).await
 }

@@ -151,21 +151,8 @@ async fn dev_mail(app: &TestApp) -> reqwest::Response {
     app.http.get(app.url("/dev/mail")).send().await.unwrap()
 }
 
-/// Turns the test configuration into a production one on the same database, as
-/// `app_in(true)` in `tests/cookies.rs` does.
 fn production(c: &mut latchkey::Config) {
-    let mut p = latchkey::Config::from_pairs([
-        ("ENV", "production"),
-        ("PUBLIC_URL", "https://auth.example"),
-        ("SECRETS_KEY", common::TEST_SECRETS_KEY),
-        ("SMTP_URL", "disabled"),
-    ])
-    .unwrap();
-    assert!(p.production);
-    p.database_url = c.database_url.clone();
-    p.password = c.password;
-    p.poll_interval = c.poll_interval;
-    *c = p;
+    common::into_production(c);
 }
 
 // ---------------------------------------------------------------------------------------
