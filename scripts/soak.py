@@ -9,7 +9,7 @@ keep-alive connection and its own client IP (X-Forwarded-For through TRUSTED_PRO
 tick (SOAK_TICK_MS, default 300 ms) a browser calls GET /api/v1/me; every second tick it
 refreshes (a real rotation; 1.7/s per session, under the per-session limit); every ~60 s it
 signs out and signs in again (Argon2id); every ~10 min it lists its sessions and signs out
-everywhere. One more thread signs up a new user every second. Browsers start over the first 30 s. That is about 400 /me, 200
+everywhere. One more thread signs up a new user every second (who signs out at once). Browsers start over the first 30 s. That is about 400 /me, 200
 refreshes, 2 logins, 2 logouts and 1 signup per second.
 
 Per minute: RSS, open fds, threads, database size, requests, p50/p99 latency (all requests,
@@ -155,8 +155,11 @@ def signup_loop(port):
     while not STOP.is_set():
         n += 1
         b = Browser(port, f"10.250.{(n // 250) % 250}.{n % 250 + 1}")
-        b.call("signup", "POST", "/api/v1/auth/signup",
-               {"email": f"new-{uuid.uuid4().hex[:12]}@soak.example", "password": PASSWORD}, (201,))
+        if b.call("signup", "POST", "/api/v1/auth/signup",
+                  {"email": f"new-{uuid.uuid4().hex[:12]}@soak.example", "password": PASSWORD}, (201,)) == 201:
+            # A new user leaves again: their session is revoked, then pruned; the users table
+            # is what grows.
+            b.call("logout", "POST", "/api/v1/auth/logout", None, (200, 204))
         STOP.wait(1.0)
 
 

@@ -345,9 +345,14 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
             let secrets_key = latchkey::secrets::prepare(&config, &*store).await?;
             match cmd {
                 KeysCmd::List => {
+                    let now = latchkey::clock::now_ms();
                     for k in store.signing_keys().await? {
                         let state = match k.retired_at {
+                            _ if k.activates_at > now => {
+                                format!("next, signs from {}", rfc3339(k.activates_at))
+                            }
                             None => "active".to_owned(),
+                            Some(at) if at > now => format!("active until {}", rfc3339(at)),
                             Some(at) => format!("retired {}", rfc3339(at)),
                         };
                         println!("{}\tcreated {}\t{state}", k.kid, rfc3339(k.created_at));
@@ -361,7 +366,9 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     )
                     .await?;
                     println!(
-                        "new signing key {}; running instances pick it up within seconds",
+                        "new signing key {}, signing now (no JWKS lead: for a suspected \
+                         compromise; the schedule, KEY_ROTATION_INTERVAL, publishes keys \
+                         ahead); running instances pick it up within seconds",
                         k.kid
                     );
                 }

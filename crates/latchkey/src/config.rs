@@ -203,6 +203,11 @@ pub struct Config {
     pub body_read_timeout: Duration,
     /// How long a keep-alive connection may sit with no new request (SPEC 8; set in code).
     pub idle_timeout: Duration,
+    /// `KEY_ROTATION_INTERVAL` (SPEC 13): how long each signing key signs before the next
+    /// takes over; `None` (`off`): only `latchkey keys rotate` rotates.
+    pub key_rotation_interval: Option<Duration>,
+    /// The JWKS's `Cache-Control: max-age` (60 s; set in code, no environment variable).
+    pub jwks_max_age: Duration,
     /// `MAX_CONNECTIONS`: client connections held at most, before fitting to the descriptor
     /// limit (see [`crate::server::fit_to_fd_limit`]).
     pub max_connections: usize,
@@ -373,6 +378,20 @@ impl Config {
             }
         }
 
+        let key_rotation_interval = match get("KEY_ROTATION_INTERVAL").as_deref() {
+            Some("off") => None,
+            raw => {
+                let d = dur("KEY_ROTATION_INTERVAL", raw.unwrap_or("30d"))?;
+                if d < MIN_KEY_ROTATION_INTERVAL {
+                    return Err(ConfigError::new(
+                        "KEY_ROTATION_INTERVAL",
+                        "must be at least 1h (or off)",
+                    ));
+                }
+                Some(d)
+            }
+        };
+
         let google = match (get("GOOGLE_CLIENT_ID"), get("GOOGLE_CLIENT_SECRET")) {
             (Some(client_id), Some(secret)) => {
                 let issuer = get("GOOGLE_ISSUER")
@@ -493,6 +512,8 @@ impl Config {
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            key_rotation_interval,
+            jwks_max_age: Duration::from_secs(60),
             max_connections,
             poll_interval: Duration::from_millis(500),
             secrets_key,
@@ -500,6 +521,14 @@ impl Config {
             recent_auth: Duration::from_secs(600),
             clock: crate::clock::Clock::default(),
         })
+    }
+
+    /// How long before it signs a scheduled signing key is published in the JWKS: one
+    /// JWKS cache lifetime, plus another as margin, plus the time every instance takes to
+    /// reload the key set (10 polls). A resource server that caches the JWKS for its
+    /// `max-age` therefore knows a key before any token signed with it exists.
+    pub fn key_publish_lead(&self) -> Duration {
+        self.jwks_max_age * 2 + self.poll_interval * 10
     }
 
     /// A development configuration on a fresh in-memory database with cheap password
@@ -674,6 +703,10 @@ fn parse_secrets_key(
 }
 
 /// Parses `900`, `900s`, `15m`, `2h`, `14d` (also `500ms`) into a duration.
+/// The shortest `KEY_ROTATION_INTERVAL` accepted from the environment (tests set shorter
+/// ones in code).
+pub const MIN_KEY_ROTATION_INTERVAL: Duration = Duration::from_secs(3600);
+
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let s = raw.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

@@ -210,6 +210,20 @@ impl AppState {
                 }
                 // Keys change rarely: every ~10 polls (5 s by default).
                 if n.is_multiple_of(10) {
+                    if let Some(interval) = inner.config.key_rotation_interval {
+                        let lead = inner.config.key_publish_lead();
+                        match inner.keys.rotate_if_due(interval, lead).await {
+                            Ok(Some(kid)) => tracing::info!(
+                                %kid,
+                                signs_in_secs = lead.as_secs(),
+                                "scheduled signing-key rotation: next key published"
+                            ),
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "scheduled key rotation failed; retrying")
+                            }
+                        }
+                    }
                     crate::mail::outbox::update_gauges(&*inner.store).await;
                     if let Err(e) = inner.keys.reload().await {
                         tracing::warn!(error = %e, "key reload failed; retrying");

@@ -2,6 +2,8 @@
 
 mod at_rest;
 mod common;
+#[path = "tokens/schedule.rs"]
+mod schedule;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

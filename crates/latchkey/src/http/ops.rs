@@ -45,10 +45,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "ops", responses((status = 200, description = "JWK set (Ed25519, `alg: EdDSA`)", body = serde_json::Value)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let set = state.keys().current().jwks.clone();
+    let max_age = format!("public, max-age={}", state.config().jwks_max_age.as_secs());
     (
         [(
             header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=60"),
+            HeaderValue::from_str(&max_age).unwrap_or(HeaderValue::from_static("no-store")),
         )],
         Json(set),
     )

@@ -240,6 +240,9 @@ pub struct KeyRecord {
     pub private: StoredSecret,
     pub public_key: Vec<u8>,
     pub created_at: i64,
+    /// When it starts signing (SPEC 13: a scheduled key is published before it signs).
+    pub activates_at: i64,
+    /// When it stops signing; it keeps verifying for the access-token lifetime after.
     pub retired_at: Option<i64>,
 }
 
@@ -248,6 +251,7 @@ impl std::fmt::Debug for KeyRecord {
         f.debug_struct("KeyRecord")
             .field("kid", &self.kid)
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
     }
@@ -490,11 +494,15 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a key; when `retire_others_at` is set, marks every other unretired key retired
     /// in the same transaction. At most one key is unretired at a time (a unique index):
     /// without `retire_others_at`, [`StoreError::Conflict`] when another key is in force —
-    /// so instances starting together on an empty database agree on one first key.
+    /// so instances starting together on an empty database agree on one first key. With
+    /// `only_replacing` as well, the key is inserted only if that key is still the unretired
+    /// one, else [`StoreError::Conflict`] — so instances scheduling the next key together
+    /// make one rotation, not one each.
     async fn insert_signing_key(
         &self,
         key: &KeyRecord,
         retire_others_at: Option<i64>,
+        only_replacing: Option<&str>,
     ) -> Result<()>;
     /// Deletes keys retired before `before`.
     async fn prune_signing_keys(&self, before: i64) -> Result<u64>;

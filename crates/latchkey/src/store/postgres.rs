@@ -550,42 +550,67 @@ impl Store for PostgresStore {
     }
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
-        type Row = (String, Vec<u8>, Option<String>, Vec<u8>, i64, Option<i64>);
-        let rows: Vec<Row> = sqlx::query_as("SELECT kid, private_der, key_id, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
+        type Row = (
+            String,
+            Vec<u8>,
+            Option<String>,
+            Vec<u8>,
+            i64,
+            i64,
+            Option<i64>,
+        );
+        let rows: Vec<Row> = sqlx::query_as("SELECT kid, private_der, key_id, public_key, created_at, COALESCE(activates_at, created_at), retired_at FROM signing_keys ORDER BY created_at, kid COLLATE \"C\"")
             .fetch_all(&self.pool)
             .await
             .map_err(classify)?;
         Ok(rows
             .into_iter()
             .map(
-                |(kid, bytes, key_id, public_key, created_at, retired_at)| KeyRecord {
-                    kid,
-                    private: StoredSecret { key_id, bytes },
-                    public_key,
-                    created_at,
-                    retired_at,
+                |(kid, bytes, key_id, public_key, created_at, activates_at, retired_at)| {
+                    KeyRecord {
+                        kid,
+                        private: StoredSecret { key_id, bytes },
+                        public_key,
+                        created_at,
+                        activates_at,
+                        retired_at,
+                    }
                 },
             )
             .collect())
     }
 
-    async fn insert_signing_key(&self, k: &KeyRecord, retire_others_at: Option<i64>) -> Result<()> {
+    async fn insert_signing_key(
+        &self,
+        k: &KeyRecord,
+        retire_others_at: Option<i64>,
+        only_replacing: Option<&str>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         if let Some(at) = retire_others_at {
-            sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-                .bind(at)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+            // Concurrent schedulers: the second waits on the first's row lock, then finds
+            // the key it meant to replace already retired (0 rows) and gives up.
+            let r = sqlx::query(
+                "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL AND ($2::TEXT IS NULL OR kid = $2::TEXT)",
+            )
+            .bind(at)
+            .bind(only_replacing)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+            if only_replacing.is_some() && r.rows_affected() == 0 {
+                return Err(StoreError::Conflict);
+            }
         }
         // A concurrent first key makes this wait for its commit, then fail on the
         // one-active-key index (Conflict): the caller reads back the winner.
-        sqlx::query("INSERT INTO signing_keys (kid, private_der, key_id, public_key, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, NULL)")
+        sqlx::query("INSERT INTO signing_keys (kid, private_der, key_id, public_key, created_at, activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, NULL)")
             .bind(&k.kid)
             .bind(&k.private.bytes)
             .bind(&k.private.key_id)
             .bind(&k.public_key)
             .bind(k.created_at)
+            .bind(k.activates_at)
             .execute(&mut *tx)
             .await
             .map_err(classify)?;

@@ -1,9 +1,15 @@
 //! Ed25519 signing keys: generated on first start, kept in the store so restarts and other
-//! instances share them, rotated by `latchkey keys rotate`, published as a JWK set.
+//! instances share them, rotated on a schedule (`KEY_ROTATION_INTERVAL`, SPEC 13) and by
+//! `latchkey keys rotate`, published as a JWK set.
 //!
-//! A retired key keeps verifying for `ACCESS_TOKEN_TTL` plus [`RETIRED_KEY_MARGIN`] after its
-//! retirement — long enough for every token it signed to expire, including tokens signed by
-//! an instance that had not yet reloaded the key set.
+//! A key's life: *next* (published in the JWKS, not signing) from its creation until its
+//! `activates_at`; *current* (signing) until its `retired_at`, which is the next key's
+//! `activates_at`; *retired* (verifying only) for `ACCESS_TOKEN_TTL` plus
+//! [`RETIRED_KEY_MARGIN`] — long enough for every token it signed to expire, including
+//! tokens signed by an instance whose clock or key set lagged a little. A scheduled key is
+//! created [`crate::Config::key_publish_lead`] before it signs, so a resource server
+//! caching the JWKS for its `max-age` never meets an unknown `kid`. `keys rotate` (for a
+//! suspected compromise) switches at once instead.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -68,6 +74,7 @@ impl GeneratedKey {
             ),
             public_key: self.public_key.clone(),
             created_at: now,
+            activates_at: now,
             retired_at: None,
         }
     }
@@ -158,7 +165,7 @@ impl KeyRing {
             // (or each would sign with a key the others do not know yet): each offers its
             // own, the store keeps at most one unretired key, and all read back the winner.
             match store
-                .insert_signing_key(&generate_key()?.sealed(secrets, now), None)
+                .insert_signing_key(&generate_key()?.sealed(secrets, now), None, None)
                 .await
             {
                 Ok(()) | Err(StoreError::Conflict) => {}
@@ -182,10 +189,20 @@ impl KeyRing {
                 Err(e) => return Err(StoreError::Other(Box::new(e))),
             }
         }
-        let (signer, signer_der) = live
-            .iter()
-            .filter(|(k, _)| k.retired_at.is_none())
-            .max_by(|(a, _), (b, _)| (a.created_at, &a.kid).cmp(&(b.created_at, &b.kid)))
+        // The signer: the newest key that has activated and not yet retired. Should clocks
+        // disagree so that none qualifies, the newest activated key still signs (it
+        // verifies everywhere for the access-token lifetime after its retirement).
+        let order = |k: &KeyRecord| (k.activates_at, k.created_at, k.kid.clone());
+        let activated = || live.iter().filter(|(k, _)| k.activates_at <= now);
+        let (signer, signer_der) = activated()
+            .filter(|(k, _)| k.retired_at.is_none_or(|r| r > now))
+            .max_by_key(|(k, _)| order(k))
+            .or_else(|| activated().max_by_key(|(k, _)| order(k)))
+            .or_else(|| {
+                live.iter()
+                    .filter(|(k, _)| k.retired_at.is_none())
+                    .min_by_key(|(k, _)| order(k))
+            })
             .ok_or_else(|| StoreError::Other("no signing key".into()))?;
         let verifying = live
             .iter()
@@ -245,10 +262,47 @@ impl KeyRing {
     ) -> Result<KeyRecord, StoreError> {
         let now = now_ms();
         let key = generate_key()?.sealed(secrets, now);
-        store.insert_signing_key(&key, Some(now)).await?;
+        store.insert_signing_key(&key, Some(now), None).await?;
         store
             .prune_signing_keys(now - ms(access_ttl) - ms(RETIRED_KEY_MARGIN))
             .await?;
         Ok(key)
+    }
+
+    /// The scheduled rotation (SPEC 13), run by every instance every few seconds: when the
+    /// current key has signed for `interval` less `lead`, publishes the next key to sign
+    /// `lead` from now, and retires the current one at that moment. Several instances
+    /// doing this at once make one rotation: the insert names the key it replaces and only
+    /// the first succeeds. Returns the new key's `kid` when this call made the rotation.
+    pub async fn rotate_if_due(
+        &self,
+        interval: Duration,
+        lead: Duration,
+    ) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        let records = self.store.signing_keys().await?;
+        let Some(current) = records.iter().find(|k| k.retired_at.is_none()) else {
+            return Ok(None);
+        };
+        // A next key is already published, or the current one is not due yet.
+        if current.activates_at > now || current.activates_at + ms(interval) - ms(lead) > now {
+            return Ok(None);
+        }
+        let mut next = generate_key()?.sealed(&self.secrets, now);
+        next.activates_at = now + ms(lead);
+        match self
+            .store
+            .insert_signing_key(&next, Some(next.activates_at), Some(&current.kid))
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        self.store
+            .prune_signing_keys(now - ms(self.access_ttl) - ms(RETIRED_KEY_MARGIN))
+            .await?;
+        self.reload().await?;
+        Ok(Some(next.kid))
     }
 }
