@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 #[path = "startup/connections.rs"]
 mod connections;
 
+/// `latchkey backup` while the server writes, and a second server on the copy (issue 13).
+#[path = "startup/backup.rs"]
+mod backup;
+
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
 fn tempdir() -> std::path::PathBuf {
