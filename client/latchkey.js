@@ -24,10 +24,13 @@ const WARNING = 'Access token expired or invalid – attempting refresh.'
 /** A refresh completed at most this long ago, after a request was sent, is reused. */
 const RECENT_MS = 2000
 /**
- * Endpoints whose 401 is an answer, not an expired access token. (`logout-all` is not one:
- * it needs a valid access token, so an expired one is refreshed and the call retried.)
+ * Endpoints whose 401 is an answer, not an expired access token: refresh, login, signup,
+ * logout, reauthenticate, the second step of a sign-in (`/api/v1/auth/mfa/…`, whose pending
+ * login is the second-factor cookie) and passkey sign-in (`/api/v1/auth/passkeys/login/…`).
+ * Not `/api/v1/auth/mfa/totp/…`: TOTP enrolment needs a valid access token (SPEC 11), as does
+ * `logout-all`, so an expired one is refreshed and the call retried.
  */
-const NO_REFRESH = ['refresh', 'login', 'signup', 'logout'].map((p) => '/api/v1/auth/' + p)
+const NO_REFRESH = /^\/api\/v1\/auth\/(refresh|login|signup|logout|reauthenticate|(mfa\/(?!totp\/)|passkeys\/login\/).+)$/
 
 /**
  * @typedef {object} Episode   one completed refresh (local, or announced by another tab)
@@ -153,7 +156,7 @@ export function createClient({
     const res = await send()
     if (res.status != 401 || isStream(options.body)) return res
     const path = pathOf(request ? request.url : /** @type {string | URL} */ (url)).replace(/(.)\/+$/, '$1')
-    if (path == refreshPath || NO_REFRESH.includes(path)) return res
+    if (path == refreshPath || NO_REFRESH.test(path)) return res
 
     console.warn(WARNING)
     const episode =

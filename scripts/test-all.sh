@@ -6,7 +6,8 @@
 # protocol (scripts/model-check.sh), the Rust tests on SQLite, the
 # Rust integration suite again on PostgreSQL plus the multi-instance tests, a short run of
 # every fuzz target (nightly + cargo-fuzz, installed if missing), the browser client's unit
-# tests, the end-to-end tests in Chromium, and OpenAPI fuzzing (schemathesis).
+# tests, the end-to-end tests in Chromium, the offline token verifier examples (Rust, Node,
+# Python), the systemd units of docs/, and OpenAPI fuzzing (schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -82,6 +83,17 @@ node --test crates/latchkey-server/pages/test/
 # --- End-to-end in Chromium --------------------------------------------------------------
 step "end-to-end tests in Chromium"
 bash e2e/run.sh
+
+# --- Offline verifiers for other services (README, "Verifying access tokens in other services")
+# The Rust, Node (jose) and Python (PyJWT) examples against a running server: a valid token
+# is accepted, tampered/expired/other-audience/alg-none/HS256 tokens are refused. Installs
+# jose (npm ci) and PyJWT + cryptography (pip) when missing; reuses the e2e step's binary.
+step "offline verifier examples (scripts/verifier-examples.sh)"
+LATCHKEY_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/latchkey" bash scripts/verifier-examples.sh
+
+# --- The systemd units of docs/deploy.md (installs systemd with apt if systemd-analyze is missing)
+step "systemd units (systemd-analyze verify, security)"
+bash scripts/check-systemd-units.sh
 
 # --- OpenAPI fuzzing: schemathesis against a running server (issue 11) ------------------
 # Reuses the debug binary the end-to-end step built. Nothing is excluded: logout-all and a

@@ -99,3 +99,23 @@ test('module-level secureFetch uses the global fetch (looked up at call time) an
     globalThis.fetch = original;
   }
 });
+
+test('default onAuthFail: a 403 reauthentication_required shows no alert and does not navigate', async () => {
+  page('/account');
+  const fake = fakeFetch(() => problem(403, 'reauthentication_required'));
+  const res = await createClient({ fetch: fake.fetch }).secureFetch('/api/v1/auth/password/change', { method: 'POST', body: '{}' });
+  assert.equal(res.status, 403);
+  assert.equal(fake.count(REFRESH), 0);
+  assert.deepEqual(alerts, []);
+  assert.deepEqual(assigned, []);
+  assert.deepEqual(logs.logged, []);
+});
+
+test('default onAuthFail: a refresh answering 403 alerts once and goes to /login', async () => {
+  page('/account');
+  const fake = fakeFetch((call) => (call.path === REFRESH ? problem(403, 'cross_origin_rejected') : problem(401, 'token_expired')));
+  const res = await createClient({ fetch: fake.fetch }).secureFetch('/api/v1/me');
+  assert.equal(res.status, 401);
+  assert.deepEqual(alerts, ['Session expired. Please log in again.']);
+  assert.deepEqual(assigned, ['/login?next=%2Faccount']);
+});

@@ -57,6 +57,15 @@ const excluded = [
   '/api/v1/auth/login?x=1',
   '/api/v1/auth/logout/',
   'http://localhost/api/v1/auth/login',
+  // SPEC 9 and 11: re-authentication, the second step of a sign-in, passkey sign-in.
+  '/api/v1/auth/reauthenticate',
+  '/api/v1/auth/mfa/verify',
+  '/api/v1/auth/mfa/verify/',
+  '/api/v1/auth/mfa/passkey/start',
+  '/api/v1/auth/mfa/passkey/finish',
+  '/api/v1/auth/passkeys/login/start',
+  '/api/v1/auth/passkeys/login/finish',
+  'http://localhost/api/v1/auth/passkeys/login/finish?x=1',
 ];
 for (const url of excluded) {
   test(`a 401 from ${url} is returned as is and never triggers a refresh`, async () => {
@@ -70,7 +79,22 @@ for (const url of excluded) {
   });
 }
 
-for (const [method, url] of [['POST', '/api/v1/auth/logout-all'], ['GET', '/api/v1/auth/sessions'], ['DELETE', '/api/v1/auth/sessions/abc'], ['GET', '/api/v1/auth/login-history'], ['GET', '/api/v1/me']]) {
+for (const [method, url] of [
+  ['POST', '/api/v1/auth/logout-all'],
+  ['GET', '/api/v1/auth/sessions'],
+  ['DELETE', '/api/v1/auth/sessions/abc'],
+  ['GET', '/api/v1/auth/login-history'],
+  ['GET', '/api/v1/me'],
+  // Signed-in endpoints next to the excluded ones (SPEC 11): enrolment and passkey management.
+  ['POST', '/api/v1/auth/mfa/totp/setup'],
+  ['POST', '/api/v1/auth/mfa/totp/confirm'],
+  ['GET', '/api/v1/auth/mfa'],
+  ['GET', '/api/v1/auth/passkeys'],
+  ['POST', '/api/v1/auth/passkeys/register/start'],
+  ['PATCH', '/api/v1/auth/passkeys/login-key'],
+  ['POST', '/api/v1/auth/reauthenticate-later'],
+  ['GET', '/api/v1/auth/loginx'],
+]) {
   test(`a 401 from ${method} ${url} (needs an access token) is refreshed and retried`, async () => {
     const api = fakeApi();
     const { secureFetch } = createClient({ fetch: api.fetch, onAuthFail: noAuthFail });
@@ -233,3 +257,55 @@ test('the global fetch is never replaced and no global is added', async () => {
   assert.equal(globalThis.fetch, globalFetch);
   assert.deepEqual(Object.getOwnPropertyNames(globalThis).sort(), globalsBefore);
 });
+
+// SPEC 11: a 403 `reauthentication_required` asks the caller to re-authenticate (a password
+// or code prompt): it is not an expired session. No refresh, no warning, no onAuthFail.
+const sensitive = [
+  ['POST', '/api/v1/auth/password/change'],
+  ['POST', '/api/v1/auth/email/change'],
+  ['POST', '/api/v1/auth/mfa/totp/setup'],
+  ['POST', '/api/v1/auth/passkeys/register/start'],
+  ['DELETE', '/api/v1/auth/passkeys/abc'],
+];
+for (const [method, url] of sensitive) {
+  test(`a 403 reauthentication_required from ${method} ${url} is the caller's business`, async () => {
+    const fake = fakeFetch(() => problem(403, 'reauthentication_required'));
+    const { secureFetch } = createClient({ fetch: fake.fetch, onAuthFail: noAuthFail });
+    const res = await secureFetch(url, { method, body: method === 'DELETE' ? undefined : '{}' });
+    assert.equal(res, fake.calls[0].response, 'the very response fetch gave');
+    assert.equal(res.status, 403);
+    assert.equal((await res.json()).code, 'reauthentication_required', 'its body is unread');
+    assert.deepEqual(fake.calls.map((c) => c.path), [url]);
+    assert.deepEqual(logs.logged, []);
+  });
+}
+
+test('a retry answered 403 reauthentication_required after a refresh resolves with it, no onAuthFail', async () => {
+  // Expired access token on a sensitive action: refresh, retry, and then the server asks for
+  // a recent authentication (refresh keeps auth_time): the page prompts, not a sign-out.
+  let refreshed = false;
+  const fake = fakeFetch((call) => {
+    if (call.path === REFRESH) return (refreshed = true), json(200);
+    return refreshed ? problem(403, 'reauthentication_required') : problem(401, 'token_expired');
+  });
+  const { secureFetch } = createClient({ fetch: fake.fetch, onAuthFail: noAuthFail });
+  const res = await secureFetch('/api/v1/auth/password/change', { method: 'POST', body: '{"current_password":"a","new_password":"b"}' });
+  assert.equal(res.status, 403);
+  assert.equal((await res.json()).code, 'reauthentication_required');
+  assert.deepEqual(fake.calls.map((c) => c.path), ['/api/v1/auth/password/change', REFRESH, '/api/v1/auth/password/change']);
+  assert.equal(fake.calls[2].text, fake.calls[0].text, 'the retry sent the same body');
+});
+
+for (const code of ['reauthentication_required', 'cross_origin_rejected']) {
+  test(`a refresh answering 403 ${code} still ends the session: onAuthFail once, the caller gets its 401`, async () => {
+    const fake = fakeFetch((call) => (call.path === REFRESH ? problem(403, code) : problem(401, 'token_expired')));
+    let failures = 0;
+    const { secureFetch } = createClient({ fetch: fake.fetch, onAuthFail: () => failures++ });
+    const [a, b] = await Promise.all([secureFetch('/api/v1/me'), secureFetch('/api/v1/auth/sessions')]);
+    assert.equal(failures, 1);
+    assert.equal(a.status, 401);
+    assert.equal(b.status, 401);
+    assert.equal(fake.count(REFRESH), 1);
+    assert.equal(fake.calls.length, 3, 'no retry');
+  });
+}

@@ -211,14 +211,16 @@ test('forgot password from the login page → link from the mail → new passwor
   assert.equal(await pageB.locator('#me-verified').innerText(), 'Yes', 'a reset verifies the address (SPEC 10)');
   assert.equal(await pageB.locator('#sessions tbody tr').count(), 1);
 
-  // A, still showing /account: its next API call fails, one alert, and it ends on /login.
+  // A, still showing /account: its next API call fails, one toast (the page's onAuthFail, no
+  // alert), and it ends on /login.
   seenA.reset();
-  const toLogin = pageA.waitForURL((url) => url.pathname === '/login', { timeout: 15_000 });
+  const toLogin = pageA.waitForURL((url) => url.pathname === '/login', { timeout: 20_000 });
   await pageA.getByRole('button', { name: 'Resend verification email' }).click();
+  await pageA.getByRole('alert').filter({ hasText: 'Session expired. Please log in again.' }).waitFor();
   await toLogin;
   await pageA.waitForLoadState('load');
   await sleep(300);
-  assert.deepEqual(seenA.dialogs, ['alert: Session expired. Please log in again.']);
+  assert.deepEqual(seenA.dialogs, []);
   const urlA = new URL(pageA.url());
   assert.equal(urlA.pathname + urlA.search, '/login?next=%2Faccount');
   assert.deepEqual(seenA.responses.filter((r) => r.path === '/api/v1/auth/refresh').map((r) => r.status), [401]);

@@ -1,6 +1,9 @@
 // Account page (/account): profile, sessions, sign out. Served at /static/account.js.
-// Every API call goes through secureFetch with the default onAuthFail (alert, then /login?next=/account).
-import { secureFetch } from '/client/latchkey.js';
+// Every API call goes through secureFetch; a session that cannot be renewed shows a toast (no
+// alert), then /login?next=/account.
+import { createClient } from '/client/latchkey.js';
+import { toastAuthFail } from '/client/latchkey-toast.js';
+const { secureFetch } = createClient({ onAuthFail: toastAuthFail({ loginPath: '/login' }) });
 import { MESSAGES, busy, fieldError, jsonPost, link, messageIn, problemOf, retryText, say } from './flows.js';
 
 // Never show private data from the back/forward cache (e.g. after signing out): reload instead.

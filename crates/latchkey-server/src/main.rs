@@ -44,6 +44,15 @@ enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Write a consistent copy of the SQLite database to PATH (`VACUUM INTO`), also while the
+    /// server runs. PATH must not exist; the copy is created with mode 0600. It holds the
+    /// sealed secrets but not SECRETS_KEY (nor the development latchkey.key): keep the key
+    /// apart. For PostgreSQL use pg_dump.
+    Backup {
+        /// Where the copy goes (a new file).
+        #[arg(value_name = "PATH")]
+        path: std::path::PathBuf,
+    },
     /// Manage SECRETS_KEY, which seals the signing keys and server secrets in the database.
     Secrets {
         #[command(subcommand)]
@@ -226,8 +235,69 @@ async fn rotate_secrets(
     Ok(())
 }
 
+/// `latchkey backup PATH`: see [`Command::Backup`].
+async fn backup(config: &Config, path: &std::path::Path) -> Result<(), BoxError> {
+    use secrecy::ExposeSecret as _;
+    use sqlx::ConnectOptions as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::str::FromStr as _;
+    let url = config.database_url.expose_secret();
+    if !url.starts_with("sqlite:") {
+        return Err("latchkey backup copies a SQLite database; DATABASE_URL is PostgreSQL: \
+                    use pg_dump (e.g. pg_dump --format=custom --file=latchkey.dump \"$DATABASE_URL\")"
+            .into());
+    }
+    let db = store::sqlite::database_file(url)
+        .ok_or("DATABASE_URL is an in-memory database: there is nothing to back up")?;
+    if !db.is_file() {
+        return Err(format!("no database at {}", db.display()).into());
+    }
+    // The copy is created here, empty, for this user only and never over an existing file;
+    // VACUUM INTO accepts an empty target and keeps its mode.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => {
+                format!("{} exists; not overwriting it", path.display())
+            }
+            _ => format!("{}: {e}", path.display()),
+        })?;
+    let target = path
+        .to_str()
+        .ok_or_else(|| format!("{}: not a UTF-8 path", path.display()))?;
+    // One read transaction: a consistent snapshot while the server goes on writing (WAL).
+    let copied = async {
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::from_str(url)?
+            .busy_timeout(std::time::Duration::from_secs(30))
+            .connect()
+            .await?;
+        sqlx::query("VACUUM INTO ?1")
+            .bind(target)
+            .execute(&mut conn)
+            .await?;
+        sqlx::Connection::close(conn).await
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(path);
+        return Err(format!("backup of {} failed: {e}", db.display()).into());
+    }
+    std::fs::File::open(path)?.sync_all()?;
+    let bytes = std::fs::metadata(path)?.len();
+    println!(
+        "backed up {} to {} ({bytes} bytes); SECRETS_KEY is not in it: keep the key apart",
+        db.display(),
+        path.display()
+    );
+    Ok(())
+}
+
 async fn run(command: Command, config: Config) -> Result<(), BoxError> {
     match command {
+        Command::Backup { path } => backup(&config, &path).await,
         Command::Secrets {
             cmd: SecretsCmd::Rotate { new_key_file },
         } => rotate_secrets(&config, new_key_file).await,

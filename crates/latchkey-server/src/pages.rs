@@ -18,6 +18,9 @@ const VERIFY_EMAIL: &str = include_str!("../pages/verify-email.html");
 const CONFIRM_EMAIL: &str = include_str!("../pages/confirm-email.html");
 const CLIENT_JS: &str = include_str!("../../../client/latchkey.js");
 const CLIENT_DTS: &str = include_str!("../../../client/latchkey.d.ts");
+// The optional toast module (an `onAuthFail` without alert()); the demo account page uses it.
+const TOAST_JS: &str = include_str!("../../../client/latchkey-toast.js");
+const TOAST_DTS: &str = include_str!("../../../client/latchkey-toast.d.ts");
 
 fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
     Some(match name {
@@ -141,6 +144,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/client/latchkey.d.ts",
             get(|| async { asset(CLIENT_DTS, "application/typescript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey-toast.js",
+            get(|| async { asset(TOAST_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey-toast.d.ts",
+            get(|| async { asset(TOAST_DTS, "application/typescript; charset=utf-8") }),
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }

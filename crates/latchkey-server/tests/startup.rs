@@ -9,6 +9,10 @@ use std::process::{Command, Stdio};
 #[path = "startup/connections.rs"]
 mod connections;
 
+/// `latchkey backup` while the server writes, and a second server on the copy (issue 13).
+#[path = "startup/backup.rs"]
+mod backup;
+
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
 fn tempdir() -> std::path::PathBuf {
@@ -216,6 +220,36 @@ fn serves_on_a_fresh_sqlite_file_and_keeps_sessions_across_restarts() {
         let res = client.get(format!("{base}{page}")).send().unwrap();
         assert_eq!(res.status(), 200, "{page}");
     }
+    // The optional toast module (issue 12), served like the client: as-is, a JS module the
+    // account page imports, with its types.
+    for (path, file, content_type) in [
+        (
+            "/client/latchkey-toast.js",
+            include_str!("../../../client/latchkey-toast.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        (
+            "/client/latchkey-toast.d.ts",
+            include_str!("../../../client/latchkey-toast.d.ts"),
+            "application/typescript; charset=utf-8",
+        ),
+    ] {
+        let res = client.get(format!("{base}{path}")).send().unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        assert_eq!(res.headers()["content-type"], content_type, "{path}");
+        assert_eq!(res.headers()["cache-control"], "no-cache", "{path}");
+        assert_eq!(res.text().unwrap(), file, "{path} is the file itself");
+    }
+    let account_js = client
+        .get(format!("{base}/static/account.js"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        account_js.contains("from '/client/latchkey-toast.js'"),
+        "the demo account page uses the toast"
+    );
     let _ = child.kill();
     let _ = child.wait();
     // Restart on the same file: the signing key was kept, so the access token still works.
