@@ -103,7 +103,7 @@ test('TOTP on /account, then the two-step sign-in on /login', async () => {
   // The step the enrolment used is spent: the next one is accepted (±1 step).
   await page.locator('#mfa-code').fill('123 45x');
   await page.locator('#mfa-submit').click();
-  await page.locator('#error').filter({ hasText: 'digits only' }).waitFor();
+  await page.locator('#error').filter({ hasText: 'not right' }).waitFor();
   const next = totp(key, 1);
   await page.locator('#mfa-code').fill(`${next.slice(0, 3)} ${next.slice(3)}`);
   await Promise.all([page.waitForURL(/\/account$/, { timeout: 15_000 }), page.locator('#mfa-submit').click()]);

@@ -6,7 +6,7 @@
 /** Readable text for the second-factor problem codes. */
 const MESSAGES = {
   invalid_code: 'That code is not right. Check the app (codes change every 30 seconds) and try again.',
-  invalid_request: 'Enter the code with digits only.',
+  invalid_request: 'The code could not be sent as it is. Reload the page and try again.',
   mfa_expired: 'This sign-in expired or had too many wrong codes. Enter your password again.',
   rate_limited: 'Too many wrong codes. Please wait and try again.',
   invalid_credentials: 'That is not right. Try again.',

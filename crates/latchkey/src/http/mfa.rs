@@ -295,7 +295,7 @@ pub async fn totp_setup(
     security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "TOTP is on; ten recovery codes, shown this once (any earlier ones are void). `Cache-Control: no-store`.", body = RecoveryCodesResponse),
-        (status = 400, description = "`invalid_code` (wrong, replayed, or not 6 digits), `invalid_request` (not digits)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_code` (wrong, replayed, or not 6 digits once spaces are removed), `invalid_request` (malformed JSON)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`reauthentication_required`, `cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: no TOTP setup to confirm", body = Problem, content_type = "application/problem+json"),
@@ -436,7 +436,7 @@ pub async fn regenerate_recovery_codes(
 }
 
 /// The signed-in user's second factors.
-#[utoipa::path(get, path = "/api/v1/auth/mfa", tag = "mfa",
+#[utoipa::path(get, path = "/api/v1/auth/mfa", tag = "mfa", operation_id = "mfa_status",
     security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "Which second factors are on", body = MfaStatus),
@@ -463,11 +463,11 @@ pub async fn status(
 }
 
 /// The second step of a sign-in: a TOTP code or a recovery code.
-#[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "mfa", request_body = VerifyRequest,
+#[utoipa::path(post, path = "/api/v1/auth/mfa/verify", tag = "mfa", operation_id = "mfa_verify", request_body = VerifyRequest,
     security(("mfa_pending_cookie" = [])),
     responses(
         (status = 200, description = "Signed in; access, refresh and device cookies set, the second-factor cookie cleared", body = AuthResponse),
-        (status = 400, description = "`invalid_code` (wrong, replayed or already used; counts against the 5 of this sign-in), `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_code`: wrong, replayed or already used (counts against the 5 of this sign-in), or malformed — not 6 digits, not a recovery code's 16 characters (counts nothing); `invalid_request`: malformed JSON or an unknown `method`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`mfa_expired`: no pending sign-in, or it expired (5 minutes), was used or ran out of attempts (5) — sign in again; the second-factor cookie is cleared", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: too many wrong codes for this user across sign-ins", body = Problem, content_type = "application/problem+json"),
@@ -541,7 +541,7 @@ async fn verify_inner(
     security(("access_cookie" = []), ("bearer" = [])),
     responses(
         (status = 200, description = "The session's `auth_time` is now (kept across refresh) and the method joins its `amr`; a new access cookie carries them (the refresh cookie is unchanged)", body = ReauthResponse),
-        (status = 400, description = "`invalid_request` (e.g. a TOTP code with non-digits), `invalid_code` (not 6 digits)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_code` (a TOTP code that is not 6 digits), `invalid_request` (malformed JSON, an unknown `method`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`invalid_credentials` (wrong password or code; counted like a failed sign-in), `cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: too many wrong passwords or codes", body = Problem, content_type = "application/problem+json"),

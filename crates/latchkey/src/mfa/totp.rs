@@ -93,16 +93,12 @@ use subtle::ConditionallySelectable as _;
 pub struct Code(String);
 
 impl Code {
-    /// Parses a typed TOTP code: spaces (and tabs) anywhere are ignored; any other
-    /// non-digit is 400 `invalid_request`; the wrong number of digits is 400 `invalid_code`.
+    /// Parses a typed TOTP code: white space anywhere is ignored; anything but exactly
+    /// [`DIGITS`] ASCII digits then is 400 `invalid_code` (before any attempt is counted:
+    /// such a code cannot be right).
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
         let s: String = raw.chars().filter(|c| !c.is_whitespace()).collect();
-        if !s.chars().all(|c| c.is_ascii_digit()) {
-            return Err(ApiError::InvalidRequest(
-                "the code must be digits only".into(),
-            ));
-        }
-        if s.len() != DIGITS {
+        if s.len() != DIGITS || !s.chars().all(|c| c.is_ascii_digit()) {
             return Err(ApiError::InvalidCode);
         }
         Ok(Self(s))
@@ -155,14 +151,8 @@ mod tests {
     #[test]
     fn codes_are_normalised_and_checked() {
         assert_eq!(Code::parse(" 123 456 ").unwrap().0, "123456");
-        assert!(matches!(
-            Code::parse("12345a"),
-            Err(ApiError::InvalidRequest(_))
-        ));
-        assert!(matches!(
-            Code::parse("١٢٣٤٥٦"),
-            Err(ApiError::InvalidRequest(_))
-        ));
+        assert!(matches!(Code::parse("12345a"), Err(ApiError::InvalidCode)));
+        assert!(matches!(Code::parse("١٢٣٤٥٦"), Err(ApiError::InvalidCode)));
         assert!(matches!(Code::parse("12345"), Err(ApiError::InvalidCode)));
         assert!(matches!(Code::parse("1234567"), Err(ApiError::InvalidCode)));
     }

@@ -234,3 +234,43 @@ async fn turning_totp_off_makes_login_one_step_and_mails_a_notice() {
     assert_eq!(st["recovery_codes_left"], 0);
     assert!(!codes.is_empty());
 }
+
+/// `latchkey secrets rotate` re-seals TOTP secrets with the other server secrets, and a
+/// secret sealed for one user does not open as another's.
+#[tokio::test]
+async fn totp_secrets_are_resealed_by_key_rotation_and_bound_to_their_user() {
+    let app = app().await;
+    let (email, mut b) = signed_up(&app).await;
+    enable_totp(&app, &mut b).await;
+    let store = app.state.store();
+    let user = store
+        .user_by_email(&latchkey::domain::Email::parse(&email).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let old = app.state.secrets_key().clone();
+    let before = store.totp(user.id).await.unwrap().unwrap();
+    let name = user.id.0.to_string();
+    let plain = old
+        .open(latchkey::store::SecretTable::MfaTotp, &name, &before.secret)
+        .unwrap();
+    assert!(
+        old.open(
+            latchkey::store::SecretTable::MfaTotp,
+            &uuid::Uuid::new_v4().to_string(),
+            &before.secret
+        )
+        .is_err()
+    );
+    let new = latchkey::secrets::SecretsKey::generate();
+    assert!(latchkey::secrets::rotate(store, &old, &new).await.unwrap() > 0);
+    let after = store.totp(user.id).await.unwrap().unwrap();
+    assert_eq!(after.secret.key_id.as_deref(), Some(new.id()));
+    use secrecy::ExposeSecret as _;
+    assert_eq!(
+        new.open(latchkey::store::SecretTable::MfaTotp, &name, &after.secret)
+            .unwrap()
+            .expose_secret(),
+        plain.expose_secret()
+    );
+}
