@@ -38,8 +38,13 @@ per 2 s) do not answer 429 to nearly everything after the first seconds: request
 validation and business logic they are meant to test. The per-account limits still apply.
 """
 
+import base64
+import hashlib
+import hmac
 import itertools
 import json
+import struct
+import time
 import os
 import random
 import threading
@@ -125,6 +130,55 @@ def _signup(password: str) -> requests.Response:
 JAR = Credentials()
 
 
+# Second factors (SPEC 11). `mfa/verify` reads the second-factor cookie, which only a password
+# login of an account with TOTP on gives; `totp/confirm` needs a setup and `recovery-codes` a
+# factor that is on. So: one helper account with TOTP on gives every `verify` case a fresh
+# pending sign-in, and the run's own account gets TOTP turned on before the first case that
+# needs it (then `confirm` answers 409 `totp_already_enabled`, `recovery-codes` 200).
+def _totp(secret: str, offset: int = 0) -> str:
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    step = int(time.time()) // 30 + offset
+    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    o = mac[-1] & 15
+    return f"{(struct.unpack('>I', mac[o:o + 4])[0] & 0x7FFFFFFF) % 1_000_000:06d}"
+
+
+def _enable_totp(access: str) -> None:
+    cookies = {"access_token": access}
+    setup = requests.post(f"{BASE}/api/v1/auth/mfa/totp/setup", cookies=cookies, headers={"X-Forwarded-For": _address()}, timeout=30)
+    if setup.status_code != 200:
+        return  # already on (409), or the session just ended: the case tests what it gets
+    secret = setup.json()["secret"]
+    requests.post(f"{BASE}/api/v1/auth/mfa/totp/confirm", json={"code": _totp(secret)}, cookies=cookies, headers={"X-Forwarded-For": _address()}, timeout=30)
+
+
+class MfaAccount:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.email: str | None = None
+        self.password = f"pw-{uuid.uuid4().hex}"
+        self.totp_for: str | None = None  # the run's access token TOTP was turned on for
+
+    def pending_cookie(self) -> str:
+        with self.lock:
+            if self.email is None:
+                email = f"st-mfa-{uuid.uuid4().hex[:16]}@example.com"
+                signup = requests.post(f"{BASE}/api/v1/auth/signup", json={"email": email, "password": self.password}, headers={"X-Forwarded-For": _address()}, timeout=30)
+                _enable_totp(_cookie(signup, "access_token"))
+                self.email = email
+        login = requests.post(f"{BASE}/api/v1/auth/login", json={"email": self.email, "password": self.password}, headers={"X-Forwarded-For": _address()}, timeout=30)
+        return _cookie(login, "mfa_pending")
+
+    def run_account_has_totp(self) -> None:
+        with self.lock:
+            if self.totp_for != JAR.access:
+                _enable_totp(JAR.access)
+                self.totp_for = JAR.access
+
+
+MFA = MfaAccount()
+
+
 def _security(case) -> set:
     names = set()
     for requirement in case.operation.definition.raw.get("security") or []:
@@ -150,6 +204,11 @@ class LatchkeyAuth:
         # Credentials a stateful link put there (the links below) stay: the step is about them.
         if "access_token" in case.cookies or "Authorization" in case.headers:
             return
+        if "mfa_pending_cookie" in security:
+            case.cookies["mfa_pending"] = MFA.pending_cookie()
+            return
+        if path in ("/api/v1/auth/mfa/totp/confirm", "/api/v1/auth/mfa/recovery-codes"):
+            MFA.run_account_has_totp()
         if path == "/api/v1/auth/logout":
             case.cookies["refresh_token"] = data.take_logout_session()
         elif "refresh_cookie" in security:
@@ -201,6 +260,8 @@ def _sent_access(case):
 PASSWORD_FIELDS = {
     "/api/v1/auth/password/change": "current_password",
     "/api/v1/auth/email/change": "password",
+    # {"method": "password", "password": …}; a TOTP body has no such field and is left.
+    "/api/v1/auth/reauthenticate": "password",
 }
 
 
@@ -282,5 +343,33 @@ def only_token_invalid_refuses_valid_tokens(ctx, response, case):
     if code != "token_invalid":
         raise AssertionError(
             f"schema-valid request refused with 400 `{code}`; only `token_invalid` (an unknown token) is expected"
+        )
+    return None
+
+
+# Operations that check a second-factor code (SPEC 11): a schema-valid code that is wrong (or
+# not 6 digits) is refused with 400 `invalid_code`; any other 400 to a schema-valid request
+# fails, as for the mail tokens above.
+CODE_OPERATIONS = {
+    "/api/v1/auth/mfa/verify",
+    "/api/v1/auth/mfa/totp/confirm",
+    "/api/v1/auth/reauthenticate",
+}
+
+
+@schemathesis.check
+def only_invalid_code_refuses_valid_codes(ctx, response, case):
+    if case.operation.path not in CODE_OPERATIONS or response.status_code != 400:
+        return None
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    try:
+        code = json.loads(response.content).get("code")
+    except ValueError:
+        code = None
+    if code != "invalid_code":
+        raise AssertionError(
+            f"schema-valid request refused with 400 `{code}`; only `invalid_code` (a wrong code) is expected"
         )
     return None

@@ -5,6 +5,7 @@ import { createClient } from '/client/latchkey.js';
 import { toastAuthFail } from '/client/latchkey-toast.js';
 const { secureFetch } = createClient({ onAuthFail: toastAuthFail({ loginPath: '/login' }) });
 import { MESSAGES, busy, fieldError, jsonPost, link, messageIn, problemOf, retryText, say } from './flows.js';
+import { mountMfaSection } from './mfa.js';
 
 // Never show private data from the back/forward cache (e.g. after signing out): reload instead.
 addEventListener('pageshow', (event) => {
@@ -418,6 +419,8 @@ async function load() {
 
     $('loading').hidden = true;
     for (const id of ['profile', 'security-section', 'sessions-section', 'signout-section']) $(id).hidden = false;
+    // Second factors (SPEC 11): their own section, wired by mfa.js.
+    mountMfaSection(secureFetch);
   } catch (error) {
     $('loading').hidden = true;
     showError(networkMessage(error));

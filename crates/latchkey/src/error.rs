@@ -70,6 +70,24 @@ pub enum ApiError {
     ReauthenticationRequired,
     #[error("Verify your email address first: open the link we sent you.")]
     EmailUnverified,
+    /// A wrong, malformed-for-the-factor or replayed second-factor code (SPEC 11: 400,
+    /// never 401).
+    #[error("The code is not valid.")]
+    InvalidCode,
+    /// The pending sign-in (second-factor cookie) is missing, expired, used, or out of
+    /// attempts: sign in again.
+    #[error("The sign-in has expired; enter your password again.")]
+    MfaExpired,
+    /// A signed-in user's wrong second-factor code where a password would be
+    /// `invalid_credentials` too (reauthentication).
+    #[error("The code is incorrect.")]
+    WrongCode,
+    /// The route needs a session that signed in with two factors (`RequireMfa`).
+    #[error("This needs a sign-in with a second factor.")]
+    MfaRequired,
+    /// TOTP is already on (turn it off first to set up a new one).
+    #[error("An authenticator app is already set up.")]
+    TotpAlreadyEnabled,
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] BoxError),
     /// The password-hashing queue is full (SPEC 8).
@@ -102,16 +120,19 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidRequest(_) | InvalidEmail | WeakPassword(_) | LinkInvalid => {
+            InvalidRequest(_) | InvalidEmail | WeakPassword(_) | LinkInvalid | InvalidCode => {
                 StatusCode::BAD_REQUEST
             }
-            EmailTaken | AlreadyVerified => StatusCode::CONFLICT,
-            WrongPassword | ReauthenticationRequired | EmailUnverified => StatusCode::FORBIDDEN,
+            EmailTaken | AlreadyVerified | TotpAlreadyEnabled => StatusCode::CONFLICT,
+            WrongPassword
+            | WrongCode
+            | ReauthenticationRequired
+            | EmailUnverified
+            | MfaRequired => StatusCode::FORBIDDEN,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired
-            | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => {
-                StatusCode::UNAUTHORIZED
-            }
+            | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid
+            | MfaExpired => StatusCode::UNAUTHORIZED,
             NotFound | ProviderNotConfigured | MailNotConfigured => StatusCode::NOT_FOUND,
             CrossOriginRejected => StatusCode::FORBIDDEN,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -154,6 +175,11 @@ impl ApiError {
             WrongPassword => "invalid_credentials",
             ReauthenticationRequired => "reauthentication_required",
             EmailUnverified => "email_unverified",
+            InvalidCode => "invalid_code",
+            MfaExpired => "mfa_expired",
+            WrongCode => "invalid_credentials",
+            MfaRequired => "mfa_required",
+            TotpAlreadyEnabled => "totp_already_enabled",
             Unavailable(_) => "unavailable",
             Overloaded { .. } => "overloaded",
             Internal(_) => "internal",
@@ -164,7 +190,7 @@ impl ApiError {
     fn bearer_error(&self) -> Option<&'static str> {
         use ApiError::*;
         match self {
-            TokenMissing | InvalidCredentials => None,
+            TokenMissing | InvalidCredentials | MfaExpired => None,
             _ if self.status() == StatusCode::UNAUTHORIZED => Some("invalid_token"),
             _ => None,
         }

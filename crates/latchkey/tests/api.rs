@@ -128,6 +128,12 @@ async fn openapi_security_matches_what_the_server_enforces() {
         ("post", "/api/v1/auth/email/verify/send"),
         ("post", "/api/v1/auth/password/change"),
         ("post", "/api/v1/auth/email/change"),
+        ("get", "/api/v1/auth/mfa"),
+        ("post", "/api/v1/auth/mfa/totp/setup"),
+        ("post", "/api/v1/auth/mfa/totp/confirm"),
+        ("delete", "/api/v1/auth/mfa/totp"),
+        ("post", "/api/v1/auth/mfa/recovery-codes"),
+        ("post", "/api/v1/auth/reauthenticate"),
     ];
     let both = serde_json::json!([{"access_cookie": []}, {"bearer": []}]);
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -137,6 +143,9 @@ async fn openapi_security_matches_what_the_server_enforces() {
                 m if signed_in.contains(&m) => assert_eq!(security, &both, "{method} {path}"),
                 ("post", "/api/v1/auth/refresh") => {
                     assert_eq!(security, &serde_json::json!([{"refresh_cookie": []}]))
+                }
+                ("post", "/api/v1/auth/mfa/verify") => {
+                    assert_eq!(security, &serde_json::json!([{"mfa_pending_cookie": []}]))
                 }
                 ("post", "/api/v1/auth/logout") => {
                     let s = security.as_array().unwrap();

@@ -5,6 +5,7 @@ pub mod dev_mail;
 pub mod email;
 pub mod extract;
 pub mod google;
+pub mod mfa;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -41,6 +42,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/password/forgot", post(email::forgot))
         .route("/api/v1/auth/password/reset", post(email::reset))
         .route("/api/v1/auth/password/change", post(email::change_password))
+        // Second factors and recent authentication (SPEC 11).
+        .route("/api/v1/auth/mfa", get(mfa::status))
+        .route("/api/v1/auth/mfa/totp/setup", post(mfa::totp_setup))
+        .route("/api/v1/auth/mfa/totp/confirm", post(mfa::totp_confirm))
+        .route("/api/v1/auth/mfa/totp", delete(mfa::totp_disable))
+        .route(
+            "/api/v1/auth/mfa/recovery-codes",
+            post(mfa::regenerate_recovery_codes),
+        )
+        .route("/api/v1/auth/mfa/verify", post(mfa::verify))
+        .route("/api/v1/auth/reauthenticate", post(mfa::reauthenticate))
         .route("/dev/mail", get(dev_mail::page))
         .route("/api/v1/auth/google/login", get(google::login))
         .route("/api/v1/auth/google/callback", get(google::callback))

@@ -34,6 +34,8 @@ pub enum MailKind {
     PasswordChanged,
     PasswordReset,
     EmailChanged,
+    /// The last second factor was removed (SPEC 11).
+    MfaDisabled,
 }
 
 impl MailKind {
@@ -45,6 +47,7 @@ impl MailKind {
             MailKind::PasswordChanged => "password_changed",
             MailKind::PasswordReset => "password_reset",
             MailKind::EmailChanged => "email_changed",
+            MailKind::MfaDisabled => "mfa_disabled",
         }
     }
 
