@@ -89,6 +89,8 @@ for (const [method, url] of [
   ['POST', '/api/v1/auth/mfa/totp/setup'],
   ['POST', '/api/v1/auth/mfa/totp/confirm'],
   ['GET', '/api/v1/auth/mfa'],
+  ['DELETE', '/api/v1/auth/mfa/totp'],
+  ['POST', '/api/v1/auth/mfa/recovery-codes'],
   ['GET', '/api/v1/auth/passkeys'],
   ['POST', '/api/v1/auth/passkeys/register/start'],
   ['PATCH', '/api/v1/auth/passkeys/login-key'],
