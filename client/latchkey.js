@@ -25,13 +25,15 @@ const WARNING = 'Access token expired or invalid – attempting refresh.'
 const RECENT_MS = 2000
 /**
  * Endpoints whose 401 is an answer, not an expired access token: refresh, login, signup,
- * logout, reauthenticate, the second step of a sign-in (`/api/v1/auth/mfa/verify`,
+ * logout, the second step of a sign-in (`/api/v1/auth/mfa/verify`,
  * `/api/v1/auth/mfa/passkey/…`, whose pending login is the second-factor cookie) and passkey
  * sign-in (`/api/v1/auth/passkeys/login/…`). The other `/api/v1/auth/mfa…` endpoints (TOTP
  * enrolment and removal, recovery codes, the factor list) need a valid access token (SPEC
- * 11), as does `logout-all`, so an expired one is refreshed and the call retried.
+ * 11), as do `logout-all` and `reauthenticate` (whose wrong password or code is a 403, so
+ * its 401 means an expired access token: SPEC 9 does not list it), so an expired one is
+ * refreshed and the call retried.
  */
-const NO_REFRESH = /^\/api\/v1\/auth\/(refresh|login|signup|logout|reauthenticate|mfa\/verify\/?|(mfa\/passkey|passkeys\/login)\/.+)$/
+const NO_REFRESH = /^\/api\/v1\/auth\/(refresh|login|signup|logout|mfa\/verify\/?|(mfa\/passkey|passkeys\/login)\/.+)$/
 
 /**
  * @typedef {object} Episode   one completed refresh (local, or announced by another tab)

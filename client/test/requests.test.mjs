@@ -58,7 +58,6 @@ const excluded = [
   '/api/v1/auth/logout/',
   'http://localhost/api/v1/auth/login',
   // SPEC 9 and 11: re-authentication, the second step of a sign-in, passkey sign-in.
-  '/api/v1/auth/reauthenticate',
   '/api/v1/auth/mfa/verify',
   '/api/v1/auth/mfa/verify/',
   '/api/v1/auth/mfa/passkey/start',
@@ -95,6 +94,8 @@ for (const [method, url] of [
   ['POST', '/api/v1/auth/passkeys/register/start'],
   ['PATCH', '/api/v1/auth/passkeys/login-key'],
   ['POST', '/api/v1/auth/reauthenticate-later'],
+  ['POST', '/api/v1/auth/reauthenticate'],
+  ['POST', '/api/v1/auth/reauthenticate/passkey/start'],
   ['GET', '/api/v1/auth/loginx'],
 ]) {
   test(`a 401 from ${method} ${url} (needs an access token) is refreshed and retried`, async () => {
