@@ -143,6 +143,14 @@ fail-on = ["missing_auth", "missing_test_data", "unused_openapi_auth", "unsuppor
 [[operations]]
 include-path-regex = "^/api/v1/auth/(email/verify|email/change/confirm|password/reset)\$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# The passkey ceremonies' finish (SPEC 11): a generated ceremony id is never a live one and a
+# generated credential is never signed, so a schema-valid request gets 400
+# `passkey_challenge_expired`/`passkey_invalid`/`passkey_unknown` (checked by the hook
+# `only_passkey_codes_refuse_valid_ceremonies`).
+[[operations]]
+include-path-regex = "^/api/v1/auth/passkeys/(register|login)/finish\$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 EOF
 
 status=0

@@ -284,3 +284,31 @@ def only_token_invalid_refuses_valid_tokens(ctx, response, case):
             f"schema-valid request refused with 400 `{code}`; only `token_invalid` (an unknown token) is expected"
         )
     return None
+
+
+# The passkey ceremonies' finish operations: a schema-valid body names no live ceremony and
+# carries no signed response, so it is refused with one of the passkey codes; any other 400
+# (e.g. `invalid_request` to a body the document allows) fails.
+PASSKEY_FINISH_OPERATIONS = {
+    "/api/v1/auth/passkeys/register/finish",
+    "/api/v1/auth/passkeys/login/finish",
+}
+PASSKEY_CODES = {"passkey_invalid", "passkey_challenge_expired", "passkey_unknown"}
+
+
+@schemathesis.check
+def only_passkey_codes_refuse_valid_ceremonies(ctx, response, case):
+    if case.operation.path not in PASSKEY_FINISH_OPERATIONS or response.status_code != 400:
+        return None
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return None
+    try:
+        code = json.loads(response.content).get("code")
+    except ValueError:
+        code = None
+    if code not in PASSKEY_CODES:
+        raise AssertionError(
+            f"schema-valid request refused with 400 `{code}`; only the passkey codes are expected"
+        )
+    return None

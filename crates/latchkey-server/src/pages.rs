@@ -18,6 +18,9 @@ const VERIFY_EMAIL: &str = include_str!("../pages/verify-email.html");
 const CONFIRM_EMAIL: &str = include_str!("../pages/confirm-email.html");
 const CLIENT_JS: &str = include_str!("../../../client/latchkey.js");
 const CLIENT_DTS: &str = include_str!("../../../client/latchkey.d.ts");
+// The passkey ceremonies in the browser (SPEC 11), apart from secureFetch.
+const PASSKEYS_JS: &str = include_str!("../../../client/latchkey-passkeys.js");
+const PASSKEYS_DTS: &str = include_str!("../../../client/latchkey-passkeys.d.ts");
 
 fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
     Some(match name {
@@ -36,6 +39,15 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
         // The `next` rule login.js imports (finding 1 of issue 9).
         "next.js" => (
             include_str!("../pages/next.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        // Passkeys (SPEC 11): the login button and conditional UI, the list on /account.
+        "login-passkeys.js" => (
+            include_str!("../pages/login-passkeys.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "account-passkeys.js" => (
+            include_str!("../pages/account-passkeys.js"),
             "text/javascript; charset=utf-8",
         ),
         "account.js" => (
@@ -141,6 +153,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/client/latchkey.d.ts",
             get(|| async { asset(CLIENT_DTS, "application/typescript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey-passkeys.js",
+            get(|| async { asset(PASSKEYS_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey-passkeys.d.ts",
+            get(|| async { asset(PASSKEYS_DTS, "application/typescript; charset=utf-8") }),
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }

@@ -70,6 +70,25 @@ pub enum ApiError {
     ReauthenticationRequired,
     #[error("Verify your email address first: open the link we sent you.")]
     EmailUnverified,
+    /// A WebAuthn response that does not verify: malformed, signed over another challenge,
+    /// for another origin or relying party, without user verification, a signature that
+    /// fails, or a signature counter that went backwards (a cloned authenticator).
+    #[error("The passkey response could not be verified.")]
+    PasskeyInvalid,
+    /// The ceremony id is unknown, already used, expired, or of another ceremony.
+    #[error("The passkey request expired or was already used; start again.")]
+    PasskeyChallengeExpired,
+    /// A sign-in with a passkey this service does not know (removed, or never registered).
+    #[error("This passkey is not registered here.")]
+    PasskeyUnknown,
+    #[error("This passkey is already registered.")]
+    PasskeyExists,
+    /// Removing it would leave the account with no way to sign in.
+    #[error("This is the account's last way to sign in; add another before removing it.")]
+    LastSignInMethod,
+    /// `PUBLIC_URL`'s host is not a domain name (e.g. an IP address), which WebAuthn needs.
+    #[error("Passkeys are not available on this server.")]
+    PasskeysNotConfigured,
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] BoxError),
     /// The password-hashing queue is full (SPEC 8).
@@ -102,17 +121,23 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidRequest(_) | InvalidEmail | WeakPassword(_) | LinkInvalid => {
-                StatusCode::BAD_REQUEST
-            }
-            EmailTaken | AlreadyVerified => StatusCode::CONFLICT,
+            InvalidRequest(_)
+            | InvalidEmail
+            | WeakPassword(_)
+            | LinkInvalid
+            | PasskeyInvalid
+            | PasskeyChallengeExpired
+            | PasskeyUnknown => StatusCode::BAD_REQUEST,
+            EmailTaken | AlreadyVerified | PasskeyExists | LastSignInMethod => StatusCode::CONFLICT,
             WrongPassword | ReauthenticationRequired | EmailUnverified => StatusCode::FORBIDDEN,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired
             | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => {
                 StatusCode::UNAUTHORIZED
             }
-            NotFound | ProviderNotConfigured | MailNotConfigured => StatusCode::NOT_FOUND,
+            NotFound | ProviderNotConfigured | MailNotConfigured | PasskeysNotConfigured => {
+                StatusCode::NOT_FOUND
+            }
             CrossOriginRejected => StatusCode::FORBIDDEN,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -154,6 +179,12 @@ impl ApiError {
             WrongPassword => "invalid_credentials",
             ReauthenticationRequired => "reauthentication_required",
             EmailUnverified => "email_unverified",
+            PasskeyInvalid => "passkey_invalid",
+            PasskeyChallengeExpired => "passkey_challenge_expired",
+            PasskeyUnknown => "passkey_unknown",
+            PasskeyExists => "passkey_exists",
+            LastSignInMethod => "last_sign_in_method",
+            PasskeysNotConfigured => "passkeys_not_configured",
             Unavailable(_) => "unavailable",
             Overloaded { .. } => "overloaded",
             Internal(_) => "internal",

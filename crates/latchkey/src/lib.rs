@@ -38,6 +38,7 @@ pub mod error;
 pub mod http;
 pub mod mail;
 pub mod oidc;
+pub mod passkeys;
 pub mod password;
 pub mod ratelimit;
 pub mod secrets;

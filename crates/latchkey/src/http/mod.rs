@@ -9,6 +9,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
+pub mod passkeys;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -41,6 +42,27 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/password/forgot", post(email::forgot))
         .route("/api/v1/auth/password/reset", post(email::reset))
         .route("/api/v1/auth/password/change", post(email::change_password))
+        .route(
+            "/api/v1/auth/passkeys/register/start",
+            post(passkeys::register_start),
+        )
+        .route(
+            "/api/v1/auth/passkeys/register/finish",
+            post(passkeys::register_finish),
+        )
+        .route(
+            "/api/v1/auth/passkeys/login/start",
+            post(passkeys::login_start),
+        )
+        .route(
+            "/api/v1/auth/passkeys/login/finish",
+            post(passkeys::login_finish),
+        )
+        .route("/api/v1/auth/passkeys", get(passkeys::list))
+        .route(
+            "/api/v1/auth/passkeys/{id}",
+            axum::routing::patch(passkeys::rename).delete(passkeys::remove),
+        )
         .route("/dev/mail", get(dev_mail::page))
         .route("/api/v1/auth/google/login", get(google::login))
         .route("/api/v1/auth/google/callback", get(google::callback))

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{PROBLEM_JSON, Problem};
-use crate::http::{auth, email, google, ops};
+use crate::http::{auth, email, google, ops, passkeys};
 
 /// Security scheme names, used in the handlers' `security(...)` annotations.
 pub const ACCESS_COOKIE: &str = "access_cookie";
@@ -26,11 +26,13 @@ pub const REFRESH_COOKIE: &str = "refresh_cookie";
         email::send_verification, email::verify, email::forgot, email::reset,
         email::change_password, email::change_email, email::confirm_email_change,
         google::login, google::callback,
+        passkeys::register_start, passkeys::register_finish, passkeys::login_start,
+        passkeys::login_finish, passkeys::list, passkeys::rename, passkeys::remove,
         ops::jwks, ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted)),
+    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, passkeys::CeremonyStarted, passkeys::RegisterFinishRequest, passkeys::LoginFinishRequest, passkeys::RenameRequest, passkeys::PasskeyView, passkeys::PasskeyResponse, passkeys::PasskeyList)),
     modifiers(&SecuritySchemes, &BodyTransportResponses),
-    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "ops")),
+    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "passkeys"), (name = "ops")),
 )]
 struct ApiDoc;
 

@@ -34,6 +34,8 @@ pub enum MailKind {
     PasswordChanged,
     PasswordReset,
     EmailChanged,
+    /// The account's last passkey was removed (SPEC 11: losing the last factor).
+    PasskeyRemoved,
 }
 
 impl MailKind {
@@ -45,6 +47,7 @@ impl MailKind {
             MailKind::PasswordChanged => "password_changed",
             MailKind::PasswordReset => "password_reset",
             MailKind::EmailChanged => "email_changed",
+            MailKind::PasskeyRemoved => "passkey_removed",
         }
     }
 

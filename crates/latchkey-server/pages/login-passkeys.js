@@ -1,0 +1,79 @@
+// Passkey sign-in on /login (SPEC 11): the "Sign in with a passkey" button, and conditional
+// UI — the browser offers the account's passkeys in the email field's autofill
+// (`autocomplete="username webauthn"`). Served at /static/login-passkeys.js; the ceremony
+// itself is /client/latchkey-passkeys.js. No email is typed: the passkey names the account.
+
+import { loginPageNext } from './next.js';
+import { PasskeyError, conditionalMediationAvailable, isSupported, signInWithPasskey } from '/client/latchkey-passkeys.js';
+
+const MESSAGES = {
+  passkey_unknown: 'This passkey is not registered here (it may have been removed from your account). Sign in with your password.',
+  passkey_invalid: 'The passkey could not be verified. Please try again.',
+  passkey_challenge_expired: 'The passkey request took too long. Please try again.',
+  passkeys_not_configured: 'Passkeys are not available on this server.',
+  invalid_credentials: 'This account cannot sign in.',
+  rate_limited: 'Too many attempts. Please wait a moment and try again.',
+  unsupported: 'This browser does not support passkeys.',
+  network: 'Could not reach the server. Check your connection and try again.',
+};
+
+const next = loginPageNext(new URLSearchParams(location.search).get('next'), location.origin);
+const errorBox = /** @type {HTMLElement} */ (document.getElementById('error'));
+const statusBox = /** @type {HTMLElement} */ (document.getElementById('status'));
+const button = /** @type {HTMLButtonElement} */ (document.getElementById('passkey-login'));
+
+/** @param {unknown} error */
+function report(error) {
+  if (error instanceof PasskeyError && error.code === 'cancelled') return;
+  const code = error instanceof PasskeyError ? error.code : 'network';
+  statusBox.textContent = '';
+  errorBox.textContent = Object.hasOwn(MESSAGES, code)
+    ? MESSAGES[/** @type {keyof typeof MESSAGES} */ (code)]
+    : 'Passkey sign-in failed. Please try again.';
+}
+
+/** @type {AbortController | null} */
+let conditional = null;
+
+/** Offers passkeys in the email field's autofill, until one is chosen or this is aborted. */
+async function startConditional() {
+  if (!(await conditionalMediationAvailable())) return;
+  const controller = new AbortController();
+  conditional = controller;
+  try {
+    await signInWithPasskey({ mediation: 'conditional', signal: controller.signal });
+    location.assign(next);
+  } catch (error) {
+    if (controller.signal.aborted) return; // the button took over
+    report(error);
+    if (conditional === controller) startConditional();
+  }
+}
+
+if (isSupported()) {
+  /** @type {HTMLElement} */ (document.getElementById('passkey-section')).hidden = false;
+  // One divider under the sign-in buttons: Google's, when it is shown.
+  if (document.body.dataset.google === 'true') {
+    /** @type {HTMLElement} */ (document.getElementById('passkey-divider')).hidden = true;
+  }
+  button.addEventListener('click', async () => {
+    if (button.disabled) return;
+    errorBox.textContent = '';
+    conditional?.abort();
+    conditional = null;
+    button.disabled = true;
+    button.setAttribute('aria-busy', 'true');
+    try {
+      await signInWithPasskey();
+      location.assign(next);
+      return;
+    } catch (error) {
+      report(error);
+    } finally {
+      button.disabled = false;
+      button.removeAttribute('aria-busy');
+    }
+    startConditional();
+  });
+  startConditional();
+}
