@@ -66,7 +66,19 @@ test('register a passkey on /account, sign out, sign in with it alone, remove it
   await page.locator('[data-testid="passkey-rename-save"]').click();
   await page.locator('[data-testid="passkey-name"]').filter({ hasText: 'Work laptop' }).waitFor();
 
-  // Sign out; on /login, the passkey button signs in with no email and no password.
+  // Sign out. On /login, conditional UI: the page asks for a passkey with
+  // `mediation: 'conditional'` at load, and the virtual authenticator (like a person
+  // picking the passkey in the email field's autofill) answers it — signed in with no email
+  // and no password typed.
+  await Promise.all([page.waitForURL(/\/login$/), page.locator('#logout').click()]);
+  await page.waitForURL(/\/account$/, { timeout: 15_000 });
+  await page.locator('#me-email').filter({ hasText: email }).waitFor();
+  assert.ok(seen.requests.some((r) => r.path === '/api/v1/auth/passkeys/login/finish'));
+
+  // A browser without conditional UI: the "Sign in with a passkey" button.
+  await page.addInitScript(() => {
+    PublicKeyCredential.isConditionalMediationAvailable = async () => false;
+  });
   await Promise.all([page.waitForURL(/\/login$/), page.locator('#logout').click()]);
   const emailInput = page.locator('#login-email');
   assert.equal(await emailInput.getAttribute('autocomplete'), 'username webauthn');

@@ -34,19 +34,27 @@ function report(error) {
 
 /** @type {AbortController | null} */
 let conditional = null;
+/** Conditional requests this page may still start: each costs a `login/start` (counted in
+ * the per-IP sign-in limit), and a browser may end one at once (no passkeys, or refused). */
+let conditionalBudget = 3;
 
 /** Offers passkeys in the email field's autofill, until one is chosen or this is aborted. */
 async function startConditional() {
-  if (!(await conditionalMediationAvailable())) return;
+  if (conditionalBudget <= 0 || !(await conditionalMediationAvailable())) return;
+  conditionalBudget -= 1;
   const controller = new AbortController();
   conditional = controller;
   try {
     await signInWithPasskey({ mediation: 'conditional', signal: controller.signal });
     location.assign(next);
   } catch (error) {
-    if (controller.signal.aborted) return; // the button took over
+    if (controller.signal.aborted || conditional !== controller) return; // the button took over
+    conditional = null;
+    // The browser ended the offer (nothing to offer, or refused): not restarted. A passkey
+    // the server refused: shown, and offered again.
+    if (error instanceof PasskeyError && error.code === 'cancelled') return;
     report(error);
-    if (conditional === controller) startConditional();
+    startConditional();
   }
 }
 
