@@ -46,6 +46,7 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         sub: UserId::new(),
         sid: SessionId::new(),
         auth_time: now,
+        amr: latchkey::mfa::Amr::PWD,
     };
     // Ten years: long fuzzing runs must not see it expire.
     let (token, claims) = access::issue(&keys, URL, who, now, 10 * 365 * 86_400).expect("issued");

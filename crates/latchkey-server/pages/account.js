@@ -2,6 +2,7 @@
 // Every API call goes through secureFetch with the default onAuthFail (alert, then /login?next=/account).
 import { secureFetch } from '/client/latchkey.js';
 import { MESSAGES, busy, fieldError, jsonPost, link, messageIn, problemOf, retryText, say } from './flows.js';
+import { mountMfaSection } from './mfa.js';
 
 // Never show private data from the back/forward cache (e.g. after signing out): reload instead.
 addEventListener('pageshow', (event) => {
@@ -415,6 +416,8 @@ async function load() {
 
     $('loading').hidden = true;
     for (const id of ['profile', 'security-section', 'sessions-section', 'signout-section']) $(id).hidden = false;
+    // Second factors (SPEC 11): their own section, wired by mfa.js.
+    mountMfaSection(secureFetch);
   } catch (error) {
     $('loading').hidden = true;
     showError(networkMessage(error));

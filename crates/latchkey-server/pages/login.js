@@ -2,6 +2,7 @@
 // Login and signup use plain fetch: their 401/409 are answers, not expired sessions.
 
 import { loginPageNext } from './next.js';
+import { showSecondStep } from './mfa.js';
 
 /** Readable text for the `?error=` codes and the API's problem `code`s. */
 const MESSAGES = {
@@ -82,7 +83,7 @@ function handle(form, url, body) {
         body: JSON.stringify(body(new FormData(form))),
       });
       if (res.ok) {
-        /** @type {{ verification_required?: boolean }} */
+        /** @type {{ verification_required?: boolean, mfa_required?: boolean, methods?: string[] }} */
         let answer = {};
         try {
           answer = await res.json();
@@ -92,6 +93,11 @@ function handle(form, url, body) {
         if (answer?.verification_required === true) {
           // REQUIRE_EMAIL_VERIFICATION (SPEC 10): the account exists, but nobody is signed in.
           verificationSent(form);
+          return;
+        }
+        if (answer?.mfa_required === true) {
+          // SPEC 11: the password was right; the second factor comes next (mfa.js).
+          showSecondStep(Array.isArray(answer.methods) ? answer.methods : [], next);
           return;
         }
         location.assign(next);

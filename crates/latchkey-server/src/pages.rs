@@ -54,6 +54,11 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
             include_str!("../pages/account.js"),
             "text/javascript; charset=utf-8",
         ),
+        // Second factors (SPEC 11): the login page's second step, the account page's section.
+        "mfa.js" => (
+            include_str!("../pages/mfa.js"),
+            "text/javascript; charset=utf-8",
+        ),
         // What the email pages and account.js share.
         "flows.js" => (
             include_str!("../pages/flows.js"),

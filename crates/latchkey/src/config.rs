@@ -134,6 +134,9 @@ pub struct RateLimits {
     pub mail_per_ip: Quota,
     /// Requests that send mail per recipient address.
     pub mail_per_address: Quota,
+    /// Wrong second-factor codes per user, across every pending sign-in and
+    /// reauthentication (each pending sign-in also allows at most 5).
+    pub mfa_per_user: Quota,
 }
 
 impl Default for RateLimits {
@@ -161,6 +164,12 @@ impl Default for RateLimits {
             },
             mail_per_address: Quota {
                 burst: 3,
+                period: Duration::from_secs(300),
+            },
+            // 10 wrong codes, then one per 5 minutes: with 3 codes valid at a time (±1 step)
+            // of a million, guessing takes centuries.
+            mfa_per_user: Quota {
+                burst: 10,
                 period: Duration::from_secs(300),
             },
         }

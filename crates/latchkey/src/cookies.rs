@@ -21,6 +21,11 @@ pub const DEVICE_COOKIE_PATH: &str = "/api/v1/auth";
 /// Lifetime of the device cookie: a year.
 pub const DEVICE_MAX_AGE: Duration = Duration::from_secs(31_536_000);
 
+/// Path of the second-factor cookie (SPEC 3, 11): only the second-factor endpoints see it.
+pub const MFA_PENDING_COOKIE_PATH: &str = "/api/v1/auth/mfa";
+/// Lifetime of the second-factor cookie, and of the pending sign-in it names: 5 minutes.
+pub const MFA_PENDING_MAX_AGE: Duration = Duration::from_secs(300);
+
 /// Cookie names and flags for one mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CookiePolicy {
@@ -62,6 +67,24 @@ impl CookiePolicy {
         } else {
             "device"
         }
+    }
+
+    pub fn mfa_pending_name(&self) -> &'static str {
+        if self.production {
+            "__Secure-mfa_pending"
+        } else {
+            "mfa_pending"
+        }
+    }
+
+    fn mfa_pending(&self, value: String, max_age: Duration) -> Cookie<'static> {
+        self.base(
+            self.mfa_pending_name(),
+            value,
+            MFA_PENDING_COOKIE_PATH,
+            SameSite::Strict,
+            max_age,
+        )
     }
 
     fn device(&self, value: String, max_age: Duration) -> Cookie<'static> {
@@ -157,6 +180,29 @@ pub fn clear_auth_cookies(policy: CookiePolicy, headers: &mut HeaderMap) {
 /// clear it: it is what lets this browser sign in again while others are locked out.
 pub fn set_device_cookie(policy: CookiePolicy, headers: &mut HeaderMap, value: String) {
     append(headers, policy.device(value, DEVICE_MAX_AGE));
+}
+
+/// Writes the access cookie alone: reauthentication (SPEC 11) renews the access token's
+/// `auth_time` for the current session and leaves its refresh token as it is.
+pub fn set_access_cookie(
+    policy: CookiePolicy,
+    headers: &mut HeaderMap,
+    token: &str,
+    max_age: Duration,
+) {
+    append(headers, policy.access(token.to_owned(), max_age));
+}
+
+/// Writes the second-factor cookie (SPEC 3, 11) after a right password for an account with
+/// a second factor: 5 minutes, only for `/api/v1/auth/mfa`. Its value is an opaque random
+/// token whose SHA-256 names the pending sign-in.
+pub fn set_mfa_pending_cookie(policy: CookiePolicy, headers: &mut HeaderMap, value: String) {
+    append(headers, policy.mfa_pending(value, MFA_PENDING_MAX_AGE));
+}
+
+/// Clears the second-factor cookie (the sign-in completed, expired or was used up).
+pub fn clear_mfa_pending_cookie(policy: CookiePolicy, headers: &mut HeaderMap) {
+    append(headers, policy.mfa_pending(String::new(), Duration::ZERO));
 }
 
 /// Writes the OAuth state cookie (10 minutes).
@@ -334,6 +380,34 @@ mod tests {
         let mut h = HeaderMap::new();
         clear_oauth_state_cookie(CookiePolicy::new(true), &mut h);
         assert!(set_cookies(&h)[0].starts_with("__Secure-oauth_state=;"));
+    }
+
+    #[test]
+    fn mfa_pending_cookie_follows_the_table() {
+        for (prod, name, secure) in [
+            (false, "mfa_pending", false),
+            (true, "__Secure-mfa_pending", true),
+        ] {
+            let mut h = HeaderMap::new();
+            set_mfa_pending_cookie(CookiePolicy::new(prod), &mut h, "P".into());
+            let mut want = vec![
+                "HttpOnly".to_owned(),
+                "Max-Age=300".into(),
+                "Path=/api/v1/auth/mfa".into(),
+                "SameSite=Strict".into(),
+            ];
+            if secure {
+                want.push("Secure".into());
+            }
+            assert_eq!(attrs(&set_cookies(&h)[0]), (format!("{name}=P"), want));
+            assert_eq!(h[header::CACHE_CONTROL], "no-store");
+            let mut h = HeaderMap::new();
+            clear_mfa_pending_cookie(CookiePolicy::new(prod), &mut h);
+            let (first, rest) = attrs(&set_cookies(&h)[0]);
+            assert_eq!(first, format!("{name}="));
+            assert!(rest.contains(&"Max-Age=0".to_owned()));
+            assert!(rest.contains(&"Path=/api/v1/auth/mfa".to_owned()));
+        }
     }
 
     #[test]

@@ -89,6 +89,24 @@ pub enum ApiError {
     /// `PUBLIC_URL`'s host is not a domain name (e.g. an IP address), which WebAuthn needs.
     #[error("Passkeys are not available on this server.")]
     PasskeysNotConfigured,
+    /// A wrong, malformed-for-the-factor or replayed second-factor code (SPEC 11: 400,
+    /// never 401).
+    #[error("The code is not valid.")]
+    InvalidCode,
+    /// The pending sign-in (second-factor cookie) is missing, expired, used, or out of
+    /// attempts: sign in again.
+    #[error("The sign-in has expired; enter your password again.")]
+    MfaExpired,
+    /// A signed-in user's wrong second-factor code where a password would be
+    /// `invalid_credentials` too (reauthentication).
+    #[error("The code is incorrect.")]
+    WrongCode,
+    /// The route needs a session that signed in with two factors (`RequireMfa`).
+    #[error("This needs a sign-in with a second factor.")]
+    MfaRequired,
+    /// TOTP is already on (turn it off first to set up a new one).
+    #[error("An authenticator app is already set up.")]
+    TotpAlreadyEnabled,
     #[error("The service is temporarily unavailable.")]
     Unavailable(#[source] BoxError),
     /// The password-hashing queue is full (SPEC 8).
@@ -125,16 +143,21 @@ impl ApiError {
             | InvalidEmail
             | WeakPassword(_)
             | LinkInvalid
+            | InvalidCode
             | PasskeyInvalid
             | PasskeyChallengeExpired
             | PasskeyUnknown => StatusCode::BAD_REQUEST,
-            EmailTaken | AlreadyVerified | PasskeyExists | LastSignInMethod => StatusCode::CONFLICT,
-            WrongPassword | ReauthenticationRequired | EmailUnverified => StatusCode::FORBIDDEN,
+            EmailTaken | AlreadyVerified | TotpAlreadyEnabled | PasskeyExists
+            | LastSignInMethod => StatusCode::CONFLICT,
+            WrongPassword
+            | WrongCode
+            | ReauthenticationRequired
+            | EmailUnverified
+            | MfaRequired => StatusCode::FORBIDDEN,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired
-            | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid => {
-                StatusCode::UNAUTHORIZED
-            }
+            | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid
+            | MfaExpired => StatusCode::UNAUTHORIZED,
             NotFound | ProviderNotConfigured | MailNotConfigured | PasskeysNotConfigured => {
                 StatusCode::NOT_FOUND
             }
@@ -185,6 +208,11 @@ impl ApiError {
             PasskeyExists => "passkey_exists",
             LastSignInMethod => "last_sign_in_method",
             PasskeysNotConfigured => "passkeys_not_configured",
+            InvalidCode => "invalid_code",
+            MfaExpired => "mfa_expired",
+            WrongCode => "invalid_credentials",
+            MfaRequired => "mfa_required",
+            TotpAlreadyEnabled => "totp_already_enabled",
             Unavailable(_) => "unavailable",
             Overloaded { .. } => "overloaded",
             Internal(_) => "internal",
@@ -195,7 +223,7 @@ impl ApiError {
     fn bearer_error(&self) -> Option<&'static str> {
         use ApiError::*;
         match self {
-            TokenMissing | InvalidCredentials => None,
+            TokenMissing | InvalidCredentials | MfaExpired => None,
             _ if self.status() == StatusCode::UNAUTHORIZED => Some("invalid_token"),
             _ => None,
         }

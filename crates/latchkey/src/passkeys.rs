@@ -16,14 +16,16 @@ use std::time::Duration;
 
 use url::Url;
 use webauthn_rs::prelude::{
-    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, Webauthn, WebauthnBuilder, WebauthnError,
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Webauthn,
+    WebauthnBuilder, WebauthnError,
 };
 
 use crate::clock::ms;
 use crate::config::Config;
 use crate::domain::UserId;
 use crate::error::ApiError;
+use crate::mfa::Amr;
 use crate::state::AppState;
 use crate::store::{CeremonyKind, CeremonyRecord, PasskeyRecord, StoreError, UserRecord};
 
@@ -70,7 +72,7 @@ pub struct Started<O> {
 pub struct SignedIn {
     pub user: UserRecord,
     pub passkey: PasskeyRecord,
-    pub amr: Vec<&'static str>,
+    pub amr: Amr,
 }
 
 fn rp(state: &AppState) -> Result<&RelyingParty, ApiError> {
@@ -296,11 +298,83 @@ pub async fn finish_login(
 /// The key kind cannot be attested (attestation is not requested), so it is inferred from
 /// the backup-eligible flag: a key that may be synced to other devices (a cloud-synced
 /// passkey) lives in software, `swk`; one that may not is bound to its device, `hwk`.
-pub fn amr(result: &AuthenticationResult) -> Vec<&'static str> {
-    let key = if result.backup_eligible() {
-        "swk"
+pub fn amr(result: &AuthenticationResult) -> Amr {
+    key_kind(result) | Amr::MFA
+}
+
+/// `hwk` or `swk` (see [`amr`]).
+pub fn key_kind(result: &AuthenticationResult) -> Amr {
+    if result.backup_eligible() {
+        Amr::SWK
     } else {
-        "hwk"
+        Amr::HWK
+    }
+}
+
+/// Starts a passkey ceremony for a user already known — the second step of a password
+/// sign-in, or reauthentication — offering that user's passkeys (`allowCredentials`).
+/// 400 `passkey_unknown` when the user has none.
+pub async fn start_for_user(
+    state: &AppState,
+    user: UserId,
+    kind: CeremonyKind,
+) -> Result<Started<serde_json::Value>, ApiError> {
+    let rp = rp(state)?;
+    let passkeys = state
+        .store()
+        .passkeys(user)
+        .await?
+        .iter()
+        .map(|p| from_json::<Passkey>(&p.credential))
+        .collect::<Result<Vec<_>, _>>()?;
+    if passkeys.is_empty() {
+        return Err(ApiError::PasskeyUnknown);
+    }
+    let (options, auth) = rp
+        .webauthn
+        .start_passkey_authentication(&passkeys)
+        .map_err(ApiError::internal)?;
+    let options = serde_json::to_value(&options).map_err(ApiError::internal)?;
+    let ceremony = save_ceremony(state, kind, Some(user), to_json(&auth)?).await?;
+    Ok(Started { ceremony, options })
+}
+
+/// Finishes a [`start_for_user`] ceremony: the ceremony must be of `kind` and `user`'s, the
+/// credential one of the passkeys it offered, the response verify as in [`finish_login`].
+/// Returns the key kind (`hwk` or `swk`).
+pub async fn finish_for_user(
+    state: &AppState,
+    user: UserId,
+    kind: CeremonyKind,
+    ceremony: &str,
+    credential: &PublicKeyCredential,
+) -> Result<Amr, ApiError> {
+    let rp = rp(state)?;
+    let c = take_ceremony(state, ceremony, kind).await?;
+    if c.user_id != Some(user) {
+        return Err(ApiError::PasskeyChallengeExpired);
+    }
+    let auth: PasskeyAuthentication = from_json(&c.state)?;
+    let result = rp
+        .webauthn
+        .finish_passkey_authentication(credential, &auth)
+        .map_err(|e| rejected(e, kind.as_str()))?;
+    // The stored passkey it was (still the user's: it may have been removed meanwhile).
+    let record = state
+        .store()
+        .passkey_by_credential_id(result.cred_id())
+        .await?
+        .filter(|p| p.user_id == user)
+        .ok_or(ApiError::PasskeyUnknown)?;
+    let mut passkey: Passkey = from_json(&record.credential)?;
+    let updated = match passkey.update_credential(&result) {
+        Some(true) => Some(to_json(&passkey)?),
+        _ => None,
     };
-    vec![key, "mfa"]
+    let now = state.config().clock.now_ms();
+    state
+        .store()
+        .touch_passkey(record.id, updated.as_deref(), now)
+        .await?;
+    Ok(key_kind(&result))
 }

@@ -52,12 +52,18 @@ pub enum Bucket {
     /// Requests that send mail, per recipient address (every request counts, whether or
     /// not an account has the address).
     MailPerAddress,
+    /// Wrong second-factor codes per user (SPEC 11), across pending sign-ins and
+    /// reauthentication; counts failures only.
+    MfaPerUser,
 }
 
 impl Bucket {
     /// Buckets where a successful attempt gives its unit back.
     pub fn counts_failures_only(self) -> bool {
-        matches!(self, Bucket::AuthPerEmail | Bucket::AuthPerDevice)
+        matches!(
+            self,
+            Bucket::AuthPerEmail | Bucket::AuthPerDevice | Bucket::MfaPerUser
+        )
     }
 }
 
@@ -70,6 +76,7 @@ pub struct MemoryLimiter {
     mail_per_address: DefaultKeyedRateLimiter<String>,
     failures_per_email: RefundableGcra,
     failures_per_device: RefundableGcra,
+    mfa_failures_per_user: RefundableGcra,
 }
 
 /// A quota as GCRA sees it, the way `governor` computes it: the emission interval `T` (one
@@ -153,6 +160,7 @@ impl MemoryLimiter {
             mail_per_address: DefaultKeyedRateLimiter::keyed(quota(l.mail_per_address)),
             failures_per_email: RefundableGcra::new(l.auth_per_email),
             failures_per_device: RefundableGcra::new(l.auth_per_device),
+            mfa_failures_per_user: RefundableGcra::new(l.mfa_per_user),
         }
     }
 
@@ -165,6 +173,7 @@ impl MemoryLimiter {
         self.mail_per_address.retain_recent();
         self.failures_per_email.prune();
         self.failures_per_device.prune();
+        self.mfa_failures_per_user.prune();
     }
 }
 
@@ -179,6 +188,7 @@ impl RateLimiter for MemoryLimiter {
             Bucket::MailPerAddress => &self.mail_per_address,
             Bucket::AuthPerEmail => return self.failures_per_email.check(key),
             Bucket::AuthPerDevice => return self.failures_per_device.check(key),
+            Bucket::MfaPerUser => return self.mfa_failures_per_user.check(key),
         };
         l.check_key(&key.to_owned())
             .map_err(|nu| nu.wait_time_from(DefaultClock::default().now()))
@@ -188,6 +198,7 @@ impl RateLimiter for MemoryLimiter {
         match bucket {
             Bucket::AuthPerEmail => self.failures_per_email.refund(key),
             Bucket::AuthPerDevice => self.failures_per_device.refund(key),
+            Bucket::MfaPerUser => self.mfa_failures_per_user.refund(key),
             _ => {}
         }
     }
@@ -299,6 +310,9 @@ pub enum LoginBudget {
     Email(String),
     /// A device that signed in to the account before (by its device id).
     Device(String),
+    /// Second-factor codes of one user (by user id), across pending sign-ins and
+    /// reauthentication (SPEC 11).
+    SecondFactor(String),
 }
 
 impl LoginBudget {
@@ -306,6 +320,7 @@ impl LoginBudget {
         match self {
             LoginBudget::Email(e) => (Bucket::AuthPerEmail, e),
             LoginBudget::Device(d) => (Bucket::AuthPerDevice, d),
+            LoginBudget::SecondFactor(u) => (Bucket::MfaPerUser, u),
         }
     }
 }

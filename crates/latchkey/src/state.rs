@@ -218,6 +218,16 @@ impl AppState {
                         Err(e) => tracing::warn!(error = %e, "mail pruning failed; retrying later"),
                     }
                 }
+                // Pending second-factor sign-ins (5 minutes each), an hour after they expired.
+                if n % 1200 == 60 {
+                    match inner.store.prune_pending_logins(now_ms() - 3_600_000).await {
+                        Ok(0) => {}
+                        Ok(k) => tracing::info!(rows = k, "pruned expired pending sign-ins"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "pending sign-in pruning failed; retrying later")
+                        }
+                    }
+                }
                 // Keys change rarely: every ~10 polls (5 s by default).
                 if n.is_multiple_of(10) {
                     crate::mail::outbox::update_gauges(&*inner.store).await;

@@ -108,6 +108,7 @@ fn unlimited() -> RateLimits {
         refresh_per_session: q,
         mail_per_ip: q,
         mail_per_address: q,
+        mfa_per_user: q,
     }
 }
 

@@ -13,6 +13,7 @@ use authenticator::{Claims, Credential};
 use common::*;
 use latchkey::clock::Clock;
 use latchkey::config::Quota;
+use latchkey::mfa::Amr;
 use latchkey::store::{Change, NewUser, PasskeyRecord, StoreError};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -147,6 +148,8 @@ async fn a_registered_passkey_signs_in_without_password_or_email() {
     assert_eq!(app.me_status(&jar).await, 200);
     let claims = access_claims(&jar);
     assert!(claims["auth_time"].as_i64().unwrap() > 0);
+    // A device-bound key (not backup-eligible) with user verification: `hwk` and `mfa`.
+    assert_eq!(claims["amr"], json!(["hwk", "mfa"]));
 
     // The list shows when it was last used; the counter went up and a higher one works.
     let list: Value = app.get(LIST, &jar).await.json().await.unwrap();
@@ -168,6 +171,10 @@ async fn a_synced_passkey_without_a_counter_signs_in_repeatedly() {
     for _ in 0..2 {
         let res = sign_in(&app, &mut cred, &Claims::default()).await;
         assert_eq!(res.status(), 200);
+        let mut jar = Jar::default();
+        jar.update(res.headers());
+        // A syncable (backup-eligible) key is software-held: `swk`.
+        assert_eq!(access_claims(&jar)["amr"], json!(["swk", "mfa"]));
     }
     let list: Value = app.get(LIST, &jar).await.json().await.unwrap();
     assert_eq!(list["passkeys"][0]["name"], "Passkey", "the default name");
@@ -664,7 +671,7 @@ async fn passkeys_are_renamed_and_removed_by_their_owner_only() {
         "passkey_unknown",
     )
     .await;
-    assert!(!notices(&app).await.contains(&"passkey_removed".to_owned()));
+    assert!(!notices(&app).await.contains(&"mfa_disabled".to_owned()));
     let res = app
         .with_jar(
             Method::DELETE,
@@ -675,7 +682,7 @@ async fn passkeys_are_renamed_and_removed_by_their_owner_only() {
         .await
         .unwrap();
     assert_eq!(res.status(), 204);
-    assert_eq!(notices(&app).await, vec!["passkey_removed".to_owned()]);
+    assert_eq!(notices(&app).await, vec!["mfa_disabled".to_owned()]);
     let list: Value = app.get(LIST, &jar).await.json().await.unwrap();
     assert_eq!(list["passkeys"], json!([]));
     let _ = email;
@@ -731,7 +738,7 @@ async fn the_last_way_in_cannot_be_removed() {
     ));
 
     // Over HTTP (a session for the account, Bearer): the first goes, the last stays.
-    let tokens = latchkey::session::start(&app.state, id, Default::default())
+    let tokens = latchkey::session::start(&app.state, id, Amr::HWK | Amr::MFA, Default::default())
         .await
         .unwrap();
     let delete = |pk: uuid::Uuid| {
@@ -787,4 +794,216 @@ async fn passkeys_are_off_when_public_url_is_not_a_domain() {
         "passkeys_not_configured",
     )
     .await;
+}
+
+/// The second-factor cookie a response set (`mfa_pending`), if any.
+fn mfa_cookie(res: &reqwest::Response) -> Option<String> {
+    set_cookie_lines(res.headers()).iter().find_map(|l| {
+        let v = l.strip_prefix("mfa_pending=")?.split(';').next()?;
+        (!v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+async fn with_mfa_cookie(
+    app: &TestApp,
+    path: &str,
+    cookie: &str,
+    body: Option<&Value>,
+) -> reqwest::Response {
+    let mut req = app
+        .http
+        .post(app.url(path))
+        .header("cookie", format!("mfa_pending={cookie}"));
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    req.send().await.unwrap()
+}
+
+/// A right password for an account with a passkey: the second-factor cookie.
+async fn password_step(app: &TestApp, email: &str) -> String {
+    let res = app
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let cookie = mfa_cookie(&res).expect("the second-factor cookie");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["mfa_required"], true, "{body}");
+    assert!(
+        body["methods"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("passkey")),
+        "{body}"
+    );
+    cookie
+}
+
+const MFA_START: &str = "/api/v1/auth/mfa/passkey/start";
+const MFA_FINISH: &str = "/api/v1/auth/mfa/passkey/finish";
+
+#[tokio::test]
+async fn a_passkey_is_the_second_step_of_a_password_sign_in() {
+    let app = app().await;
+    let (email, _, mut cred, _) = signed_up_with_passkey(&app).await;
+    let (_, other_jar, _, _) = signed_up_with_passkey(&app).await;
+    let mut others = Credential::new();
+    register(&app, &other_jar, &mut others, None).await;
+
+    let cookie = password_step(&app, &email).await;
+    // No cookie, or a made-up one: no pending sign-in.
+    assert_problem(
+        app.post(MFA_START, &Jar::default()).await,
+        401,
+        "mfa_expired",
+    )
+    .await;
+    assert_problem(
+        with_mfa_cookie(&app, MFA_START, &"A".repeat(43), None).await,
+        401,
+        "mfa_expired",
+    )
+    .await;
+
+    // The options offer exactly the account's passkey.
+    let (ceremony, options) = mfa_start(&app, &cookie).await;
+    let allowed = options["publicKey"]["allowCredentials"].as_array().unwrap();
+    assert_eq!(allowed.len(), 1);
+    assert_eq!(allowed[0]["id"], authenticator::b64(&cred.id));
+
+    // Another account's passkey, and a response for another origin: refused (each one of
+    // the pending sign-in's attempts), no cookies.
+    let body =
+        json!({"ceremony": ceremony, "credential": others.assert(&options, &Claims::default())});
+    let res = with_mfa_cookie(&app, MFA_FINISH, &cookie, Some(&body)).await;
+    assert!(set_cookie_lines(res.headers()).is_empty());
+    assert_problem(res, 400, "passkey_invalid").await;
+    let (ceremony, options) = mfa_start(&app, &cookie).await;
+    let bad = Claims {
+        origin: "https://evil.example".into(),
+        ..Claims::default()
+    };
+    let body = json!({"ceremony": ceremony, "credential": cred.assert(&options, &bad)});
+    assert_problem(
+        with_mfa_cookie(&app, MFA_FINISH, &cookie, Some(&body)).await,
+        400,
+        "passkey_invalid",
+    )
+    .await;
+    // A discoverable sign-in ceremony is not this ceremony.
+    let (login_ceremony, login_options) = start_anon(&app).await;
+    let body = json!({"ceremony": login_ceremony, "credential": cred.assert(&login_options, &Claims::default())});
+    assert_problem(
+        with_mfa_cookie(&app, MFA_FINISH, &cookie, Some(&body)).await,
+        400,
+        "passkey_challenge_expired",
+    )
+    .await;
+
+    // The right passkey signs in: amr = password + key + mfa; the cookie is used up.
+    let (ceremony, options) = mfa_start(&app, &cookie).await;
+    let body =
+        json!({"ceremony": ceremony, "credential": cred.assert(&options, &Claims::default())});
+    let res = with_mfa_cookie(&app, MFA_FINISH, &cookie, Some(&body)).await;
+    assert_eq!(res.status(), 200);
+    let lines = set_cookie_lines(res.headers());
+    assert!(
+        lines.iter().any(|l| l.starts_with("mfa_pending=;")),
+        "{lines:?}"
+    );
+    let mut jar = Jar::default();
+    jar.update(res.headers());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["user"]["email"], email.as_str());
+    assert_eq!(access_claims(&jar)["amr"], json!(["pwd", "hwk", "mfa"]));
+    assert_eq!(app.me_status(&jar).await, 200);
+    let res = with_mfa_cookie(&app, MFA_START, &cookie, None).await;
+    assert_problem(res, 401, "mfa_expired").await;
+
+    // Five refused answers use the pending sign-in up.
+    let cookie = password_step(&app, &email).await;
+    for _ in 0..5 {
+        let (ceremony, options) = mfa_start(&app, &cookie).await;
+        let body = json!({"ceremony": ceremony, "credential": cred.assert(&options, &bad)});
+        assert_problem(
+            with_mfa_cookie(&app, MFA_FINISH, &cookie, Some(&body)).await,
+            400,
+            "passkey_invalid",
+        )
+        .await;
+    }
+    assert_problem(
+        with_mfa_cookie(&app, MFA_START, &cookie, None).await,
+        401,
+        "mfa_expired",
+    )
+    .await;
+}
+
+async fn mfa_start(app: &TestApp, cookie: &str) -> (String, Value) {
+    let res = with_mfa_cookie(app, MFA_START, cookie, None).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    (
+        v["ceremony"].as_str().unwrap().to_owned(),
+        v["options"].clone(),
+    )
+}
+
+async fn start_anon(app: &TestApp) -> (String, Value) {
+    start(app, LOGIN_START, &Jar::default()).await
+}
+
+#[tokio::test]
+async fn a_passkey_renews_recent_authentication() {
+    let app = app().await;
+    let (_, mut jar, mut cred, _) = signed_up_with_passkey(&app).await;
+    let (_, other_jar, _, _) = signed_up_with_passkey(&app).await;
+    let mut others = Credential::new();
+    register(&app, &other_jar, &mut others, None).await;
+    // Eleven minutes later: adding a passkey needs a fresh sign-in.
+    app.state.config().clock.advance(11 * 60 * 1000);
+    assert_problem(
+        app.post(REGISTER_START, &jar).await,
+        403,
+        "reauthentication_required",
+    )
+    .await;
+    const START: &str = "/api/v1/auth/reauthenticate/passkey/start";
+    const FINISH: &str = "/api/v1/auth/reauthenticate/passkey/finish";
+    assert_problem(app.post(START, &Jar::default()).await, 401, "token_missing").await;
+
+    // Another account's passkey does not prove who this is.
+    let (ceremony, options) = start(&app, START, &jar).await;
+    let body =
+        json!({"ceremony": ceremony, "credential": others.assert(&options, &Claims::default())});
+    assert_problem(
+        post_body(&app, FINISH, &jar, &body).await,
+        400,
+        "passkey_invalid",
+    )
+    .await;
+    // Nor does another account's ceremony.
+    let (theirs, options) = start(&app, START, &other_jar).await;
+    let body = json!({"ceremony": theirs, "credential": cred.assert(&options, &Claims::default())});
+    assert_problem(
+        post_body(&app, FINISH, &jar, &body).await,
+        400,
+        "passkey_challenge_expired",
+    )
+    .await;
+
+    let (ceremony, options) = start(&app, START, &jar).await;
+    let body =
+        json!({"ceremony": ceremony, "credential": cred.assert(&options, &Claims::default())});
+    let res = post_body(&app, FINISH, &jar, &body).await;
+    assert_eq!(res.status(), 200);
+    jar.update(res.headers());
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["amr"], json!(["pwd", "hwk", "mfa"]));
+    assert_eq!(access_claims(&jar)["amr"], json!(["pwd", "hwk", "mfa"]));
+    assert_eq!(app.post(REGISTER_START, &jar).await.status(), 200);
 }

@@ -13,6 +13,8 @@ use crate::device::Device;
 use crate::domain::{DisplayName, Email, Password, SessionId, UserId};
 use crate::error::{ApiError, Problem};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx, access_token_of, authenticate};
+use crate::http::mfa::LoginResponse;
+use crate::mfa::Amr;
 use crate::ratelimit::LoginBudget;
 use crate::session::{self, IssuedTokens, rotation};
 use crate::state::AppState;
@@ -133,7 +135,7 @@ pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
 
-fn with_cookies(
+pub(crate) fn with_cookies(
     state: &AppState,
     status: StatusCode,
     tokens: &IssuedTokens,
@@ -232,7 +234,7 @@ pub async fn signup(
         };
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
-    let tokens = session::start(&state, user.id, client.into()).await?;
+    let tokens = session::start(&state, user.id, Amr::PWD, client.into()).await?;
     let body = SignupResponse {
         user: view,
         access_expires_at: Some(rfc3339(tokens.access_expires_at * 1000)),
@@ -250,7 +252,7 @@ pub async fn signup(
 /// Signs in with email and password.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
-        (status = 200, description = "Signed in; access, refresh and device cookies set", body = AuthResponse),
+        (status = 200, description = "Signed in (`{user, access_expires_at}`; access, refresh and device cookies set) — or, when the account has a second factor (SPEC 11), `{mfa_required: true, methods}` with only the second-factor cookie: finish at `/api/v1/auth/mfa/verify`", body = LoginResponse),
         (status = 400, description = "`invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`invalid_credentials` — the same for an unknown email", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`; `email_unverified` (right password, but `REQUIRE_EMAIL_VERIFICATION=true` and the address is not verified yet)", body = Problem, content_type = "application/problem+json"),
@@ -314,7 +316,12 @@ pub async fn login(
     if state.config().mail.require_verification && !user.email_verified {
         return Err(ApiError::EmailUnverified);
     }
-    let tokens = session::start(&state, user.id, client.into()).await?;
+    // SPEC 11: an account with a second factor gets only the second-factor cookie now.
+    let factors = state.store().user_factors(user.id).await?;
+    if factors.any() {
+        return crate::http::mfa::second_factor_required(&state, user.id, Amr::PWD, &factors).await;
+    }
+    let tokens = session::start(&state, user.id, Amr::PWD, client.into()).await?;
     metrics::counter!("latchkey_logins_total", "method" => "password").increment(1);
     let body = AuthResponse {
         user: UserView::load(&state, &user).await?,
@@ -331,7 +338,11 @@ pub async fn login(
 
 /// The device a valid device cookie of the request names, when it is `user`'s. A browser
 /// may hold cookies planted beside ours: the first valid one for this user counts.
-fn recognised_device(state: &AppState, headers: &HeaderMap, user: UserId) -> Option<Device> {
+pub(crate) fn recognised_device(
+    state: &AppState,
+    headers: &HeaderMap,
+    user: UserId,
+) -> Option<Device> {
     read_cookie(headers, state.cookies().device_name())
         .into_iter()
         .filter_map(|v| state.device_key().verify(v))

@@ -149,7 +149,10 @@ fn token_refused(e: StoreError) -> ApiError {
 }
 
 /// The signed-in user, or 401 when the account is gone or disabled.
-async fn current_user(state: &AppState, user: &AuthUser) -> Result<UserRecord, ApiError> {
+pub(crate) async fn current_user(
+    state: &AppState,
+    user: &AuthUser,
+) -> Result<UserRecord, ApiError> {
     state
         .store()
         .user_by_id(user.user_id)
@@ -160,19 +163,16 @@ async fn current_user(state: &AppState, user: &AuthUser) -> Result<UserRecord, A
 
 /// SPEC 11: changing the password or address needs a sign-in within the last 10 minutes.
 fn require_recent(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
-    if user
-        .claims
-        .authenticated_within(state.config().recent_auth, now_ms() / 1000)
-    {
-        Ok(())
-    } else {
-        Err(ApiError::ReauthenticationRequired)
-    }
+    crate::mfa::require::check_recent(state, user)
 }
 
 /// Checks a signed-in user's password: 403 `invalid_credentials` when wrong (never 401),
 /// counted against the account's failure budget like a failed login.
-async fn check_password(state: &AppState, u: &UserRecord, password: &str) -> Result<(), ApiError> {
+pub(crate) async fn check_password(
+    state: &AppState,
+    u: &UserRecord,
+    password: &str,
+) -> Result<(), ApiError> {
     let attempt = state
         .limiter()
         .login_attempt(Some(LoginBudget::Email(u.email.as_str().to_owned())))
@@ -198,7 +198,7 @@ async fn check_password(state: &AppState, u: &UserRecord, password: &str) -> Res
 }
 
 /// Writes `changes` plus `mail` in one transaction, then announces the mail.
-async fn apply_with_mail(
+pub(crate) async fn apply_with_mail(
     state: &AppState,
     mut changes: Vec<Change<'_>>,
     mail: &[&Outgoing],
@@ -378,7 +378,7 @@ pub(crate) async fn send_reset_link(
 /// Sets a new password with a reset link's token; signs out every session and in a new one.
 #[utoipa::path(post, path = "/api/v1/auth/password/reset", tag = "email", request_body = ResetRequest,
     responses(
-        (status = 200, description = "Password set, address verified, every session revoked, signed in anew; access, refresh and device cookies set", body = AuthResponse),
+        (status = 200, description = "Password set, address verified, every session revoked, signed in anew; access, refresh and device cookies set — or, when the account has a second factor, `{mfa_required: true, methods}` with only the second-factor cookie", body = crate::http::mfa::LoginResponse),
         (status = 400, description = "`token_invalid`, `weak_password` (the token survives it), `invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`mail_not_configured`", body = Problem, content_type = "application/problem+json"),
@@ -438,7 +438,19 @@ pub async fn reset(
         .user_by_id(t.user_id)
         .await?
         .ok_or(ApiError::LinkInvalid)?;
-    let tokens = session::start(&state, u.id, client.into()).await?;
+    // SPEC 11: a reset proves the mailbox, not the second factor — an account that has one
+    // is asked for it before the new session starts (the password is set either way).
+    let factors = state.store().user_factors(u.id).await?;
+    if factors.any() {
+        return crate::http::mfa::second_factor_required(
+            &state,
+            u.id,
+            crate::mfa::Amr::PWD,
+            &factors,
+        )
+        .await;
+    }
+    let tokens = session::start(&state, u.id, crate::mfa::Amr::PWD, client.into()).await?;
     let body = AuthResponse {
         user: UserView::load(&state, &u).await?,
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),

@@ -151,7 +151,7 @@ async fn finish(
         tracing::info!(user_id = %user.id, "google sign-in: account is disabled");
         return Err(OAuthFailure::Failed);
     }
-    let tokens = session::start(state, user.id, client.into())
+    let tokens = session::start(state, user.id, crate::mfa::Amr::FED, client.into())
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "google sign-in: session could not start");

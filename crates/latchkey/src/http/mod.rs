@@ -5,6 +5,7 @@ pub mod dev_mail;
 pub mod email;
 pub mod extract;
 pub mod google;
+pub mod mfa;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
@@ -63,6 +64,33 @@ pub fn routes() -> Router<AppState> {
             "/api/v1/auth/passkeys/{id}",
             axum::routing::patch(passkeys::rename).delete(passkeys::remove),
         )
+        .route(
+            "/api/v1/auth/mfa/passkey/start",
+            post(passkeys::second_factor_start),
+        )
+        .route(
+            "/api/v1/auth/mfa/passkey/finish",
+            post(passkeys::second_factor_finish),
+        )
+        .route(
+            "/api/v1/auth/reauthenticate/passkey/start",
+            post(passkeys::reauthenticate_start),
+        )
+        .route(
+            "/api/v1/auth/reauthenticate/passkey/finish",
+            post(passkeys::reauthenticate_finish),
+        )
+        // Second factors and recent authentication (SPEC 11).
+        .route("/api/v1/auth/mfa", get(mfa::status))
+        .route("/api/v1/auth/mfa/totp/setup", post(mfa::totp_setup))
+        .route("/api/v1/auth/mfa/totp/confirm", post(mfa::totp_confirm))
+        .route("/api/v1/auth/mfa/totp", delete(mfa::totp_disable))
+        .route(
+            "/api/v1/auth/mfa/recovery-codes",
+            post(mfa::regenerate_recovery_codes),
+        )
+        .route("/api/v1/auth/mfa/verify", post(mfa::verify))
+        .route("/api/v1/auth/reauthenticate", post(mfa::reauthenticate))
         .route("/dev/mail", get(dev_mail::page))
         .route("/api/v1/auth/google/login", get(google::login))
         .route("/api/v1/auth/google/callback", get(google::callback))

@@ -10,12 +10,13 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{PROBLEM_JSON, Problem};
-use crate::http::{auth, email, google, ops, passkeys};
+use crate::http::{auth, email, google, mfa, ops, passkeys};
 
 /// Security scheme names, used in the handlers' `security(...)` annotations.
 pub const ACCESS_COOKIE: &str = "access_cookie";
 pub const BEARER: &str = "bearer";
 pub const REFRESH_COOKIE: &str = "refresh_cookie";
+pub const MFA_PENDING_COOKIE: &str = "mfa_pending_cookie";
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,11 +29,15 @@ pub const REFRESH_COOKIE: &str = "refresh_cookie";
         google::login, google::callback,
         passkeys::register_start, passkeys::register_finish, passkeys::login_start,
         passkeys::login_finish, passkeys::list, passkeys::rename, passkeys::remove,
+        passkeys::second_factor_start, passkeys::second_factor_finish,
+        passkeys::reauthenticate_start, passkeys::reauthenticate_finish,
+        mfa::status, mfa::totp_setup, mfa::totp_confirm, mfa::totp_disable,
+        mfa::regenerate_recovery_codes, mfa::verify, mfa::reauthenticate,
         ops::jwks, ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, passkeys::CeremonyStarted, passkeys::RegisterFinishRequest, passkeys::LoginFinishRequest, passkeys::RenameRequest, passkeys::PasskeyView, passkeys::PasskeyResponse, passkeys::PasskeyList)),
+    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, mfa::MfaRequiredResponse, mfa::LoginResponse, mfa::TotpSetupResponse, mfa::CodeRequest, mfa::RecoveryCodesResponse, mfa::MfaStatus, mfa::VerifyMethod, mfa::VerifyRequest, mfa::ReauthRequest, mfa::ReauthResponse, passkeys::CeremonyStarted, passkeys::RegisterFinishRequest, passkeys::LoginFinishRequest, passkeys::RenameRequest, passkeys::PasskeyView, passkeys::PasskeyResponse, passkeys::PasskeyList)),
     modifiers(&SecuritySchemes, &BodyTransportResponses),
-    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "passkeys"), (name = "ops")),
+    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "mfa"), (name = "passkeys"), (name = "ops")),
 )]
 struct ApiDoc;
 
@@ -70,6 +75,15 @@ impl Modify for SecuritySchemes {
                 "The opaque refresh token (43 base64url characters) in the refresh cookie, sent \
                  only to `/api/v1/auth`. In production the cookie is named \
                  `__Secure-refresh_token`.",
+            ))),
+        );
+        components.add_security_scheme(
+            MFA_PENDING_COOKIE,
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "mfa_pending",
+                "The second-factor cookie set by a login whose answer was `mfa_required`: an \
+                 opaque token naming the pending sign-in (5 minutes), sent only to \
+                 `/api/v1/auth/mfa`. In production the cookie is named `__Secure-mfa_pending`.",
             ))),
         );
     }

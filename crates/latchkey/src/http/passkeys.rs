@@ -8,21 +8,25 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::clock::{now_ms, rfc3339};
+use crate::clock::rfc3339;
+use crate::cookies::set_access_cookie;
 use crate::domain::DisplayName;
 use crate::error::{ApiError, Problem};
 use crate::http::auth::{AuthResponse, UserView, signed_in_with_password};
+use crate::http::email::apply_with_mail;
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx};
+use crate::http::mfa::{ReauthResponse, complete_pending_login, mfa_error};
 use crate::mail::MailKind;
+use crate::mfa::{Amr, RequireRecentAuth, pending};
 use crate::passkeys::{self, DEFAULT_NAME};
 use crate::session;
 use crate::state::AppState;
-use crate::store::{Change, PasskeyRecord, StoreError, UserRecord};
+use crate::store::{CeremonyKind, Change, PasskeyRecord, StoreError, UserRecord};
 
 /// A started ceremony: send `ceremony` back to its `/finish`.
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
@@ -140,18 +144,6 @@ async fn current_user(state: &AppState, user: &AuthUser) -> Result<UserRecord, A
         .ok_or(ApiError::SessionRevoked)
 }
 
-/// SPEC 11: adding or removing a factor needs a sign-in within `Config::recent_auth`.
-fn require_recent(state: &AppState, user: &AuthUser) -> Result<(), ApiError> {
-    if user
-        .claims
-        .authenticated_within(state.config().recent_auth, now_ms() / 1000)
-    {
-        Ok(())
-    } else {
-        Err(ApiError::ReauthenticationRequired)
-    }
-}
-
 fn started(s: passkeys::Started<serde_json::Value>) -> Json<CeremonyStarted> {
     Json(CeremonyStarted {
         ceremony: s.ceremony.expose().to_owned(),
@@ -170,9 +162,8 @@ fn started(s: passkeys::Started<serde_json::Value>) -> Json<CeremonyStarted> {
     ))]
 pub async fn register_start(
     State(state): State<AppState>,
-    user: AuthUser,
+    RequireRecentAuth(user): RequireRecentAuth,
 ) -> Result<Json<CeremonyStarted>, ApiError> {
-    require_recent(&state, &user)?;
     let u = current_user(&state, &user).await?;
     Ok(started(passkeys::start_registration(&state, &u).await?))
 }
@@ -244,9 +235,9 @@ pub async fn login_finish(
     state.limiter().check_auth_ip(&client.rate_key).await?;
     let credential = passkeys::parse_credential(req.credential)?;
     let signed = passkeys::finish_login(&state, &req.ceremony, &credential).await?;
-    let tokens = session::start(&state, signed.user.id, client.into()).await?;
+    let tokens = session::start(&state, signed.user.id, signed.amr, client.into()).await?;
     metrics::counter!("latchkey_logins_total", "method" => "passkey").increment(1);
-    tracing::info!(user_id = %signed.user.id, passkey = %signed.passkey.id, amr = ?signed.amr, "signed in with a passkey");
+    tracing::info!(user_id = %signed.user.id, passkey = %signed.passkey.id, amr = %signed.amr.to_text(), "signed in with a passkey");
     let body = AuthResponse {
         user: UserView::load(&state, &signed.user).await?,
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
@@ -329,36 +320,175 @@ pub async fn rename(
     ))]
 pub async fn remove(
     State(state): State<AppState>,
-    user: AuthUser,
+    RequireRecentAuth(user): RequireRecentAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: uuid::Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
-    require_recent(&state, &user)?;
     let u = current_user(&state, &user).await?;
-    let mine = state.store().passkeys(u.id).await?;
-    if !mine.iter().any(|p| p.id == id) {
+    if !state
+        .store()
+        .passkeys(u.id)
+        .await?
+        .iter()
+        .any(|p| p.id == id)
+    {
         return Err(ApiError::NotFound);
     }
-    // Losing the last passkey is losing a factor: the owner is told (SPEC 11). (Two
-    // concurrent removals of the last two may both miss it; the way-in rule below is
-    // atomic, this notice is best effort.)
-    let notice = (mine.len() == 1 && state.mailer().enabled()).then(|| {
+    // The last passkey with TOTP off is the last second factor (SPEC 11): the recovery
+    // codes, which stand in for one, go with it, and the owner is told. (Two concurrent
+    // removals of the last two may both miss that; the way-in rule below is atomic, this is
+    // best effort.)
+    let factors = state.store().user_factors(u.id).await?;
+    let last = factors.passkeys == 1 && !factors.totp;
+    let mut changes = vec![Change::DeletePasskey { user: u.id, id }];
+    if last {
+        changes.push(Change::ReplaceRecoveryCodes {
+            user: u.id,
+            hashes: &[],
+            now: state.config().clock.now_ms(),
+        });
+    }
+    let notice = (last && state.mailer().enabled()).then(|| {
         state
             .mailer()
-            .notice(MailKind::PasskeyRemoved, &u.email, &u.email)
+            .notice(MailKind::MfaDisabled, &u.email, &u.email)
     });
-    let mut changes = vec![Change::DeletePasskey { user: u.id, id }];
-    if let Some(n) = &notice {
-        changes.push(Change::Enqueue(&n.entry));
-    }
-    match state.store().apply(&changes).await {
+    match apply_with_mail(&state, changes, &notice.iter().collect::<Vec<_>>()).await {
         Ok(_) => {}
         Err(StoreError::Refused) => return Err(ApiError::LastSignInMethod),
         Err(e) => return Err(e.into()),
     }
-    if let Some(n) = &notice {
-        state.mailer().queued(&[n]);
-    }
-    tracing::info!(user_id = %u.id, passkey = %id, "passkey removed");
+    metrics::counter!("latchkey_mfa_disabled_total", "method" => "passkey").increment(1);
+    tracing::info!(user_id = %u.id, passkey = %id, last, "passkey removed");
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Starts the second step of a password sign-in with one of the account's passkeys.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/passkey/start", tag = "passkeys",
+    security(("mfa_pending_cookie" = [])),
+    responses(
+        (status = 200, description = "Options for `navigator.credentials.get()` offering the account's passkeys, and the ceremony id", body = CeremonyStarted),
+        (status = 400, description = "`passkey_unknown`: the account has no passkey", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`mfa_expired`: no live pending sign-in (the second-factor cookie is cleared)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`passkeys_not_configured`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn second_factor_start(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let result = async {
+        let pending = pending::from_request(&state, &headers).await?;
+        passkeys::start_for_user(&state, pending.user_id, CeremonyKind::SecondFactor).await
+    }
+    .await;
+    match result {
+        Ok(s) => started(s).into_response(),
+        Err(e) => mfa_error(&state, e),
+    }
+}
+
+/// Finishes the second step with a passkey: signs in.
+#[utoipa::path(post, path = "/api/v1/auth/mfa/passkey/finish", tag = "passkeys",
+    request_body = LoginFinishRequest,
+    security(("mfa_pending_cookie" = [])),
+    responses(
+        (status = 200, description = "Signed in (`amr`: the first factor, `hwk` or `swk`, and `mfa`); auth cookies set, the second-factor cookie cleared", body = AuthResponse),
+        (status = 400, description = "`passkey_invalid` (does not verify, or not one of the account's passkeys; counts as one of the pending sign-in's 5 attempts), `passkey_unknown`, `passkey_challenge_expired`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`mfa_expired`: no live pending sign-in (used, expired or out of attempts)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`passkeys_not_configured`", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: the account's second-factor budget is spent", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn second_factor_finish(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    client: ClientCtx,
+    ApiJson(req): ApiJson<LoginFinishRequest>,
+) -> Response {
+    let result = async {
+        let pending = pending::from_request(&state, &headers).await?;
+        let credential = passkeys::parse_credential(req.credential)?;
+        let attempt = pending::attempt(&state, &pending).await?;
+        let key = match passkeys::finish_for_user(
+            &state,
+            pending.user_id,
+            CeremonyKind::SecondFactor,
+            &req.ceremony,
+            &credential,
+        )
+        .await
+        {
+            Ok(key) => {
+                attempt.succeeded().await;
+                key
+            }
+            Err(e) => {
+                attempt.failed();
+                return Err(e);
+            }
+        };
+        complete_pending_login(&state, &headers, client, &pending, key).await
+    }
+    .await;
+    result.unwrap_or_else(|e| mfa_error(&state, e))
+}
+
+/// Starts proving who the signed-in user is again with a passkey.
+#[utoipa::path(post, path = "/api/v1/auth/reauthenticate/passkey/start", tag = "passkeys",
+    security(("access_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Options for `navigator.credentials.get()` offering the account's passkeys, and the ceremony id", body = CeremonyStarted),
+        (status = 400, description = "`passkey_unknown`: the account has no passkey", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`passkeys_not_configured`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reauthenticate_start(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Json<CeremonyStarted>, ApiError> {
+    Ok(started(
+        passkeys::start_for_user(&state, user.user_id, CeremonyKind::Reauthenticate).await?,
+    ))
+}
+
+/// Finishes reauthentication with a passkey: the session's `auth_time` is now.
+#[utoipa::path(post, path = "/api/v1/auth/reauthenticate/passkey/finish", tag = "passkeys",
+    request_body = LoginFinishRequest,
+    security(("access_cookie" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "The session's `auth_time` is now and `hwk`/`swk` and `mfa` join its `amr`; a new access cookie carries them", body = ReauthResponse),
+        (status = 400, description = "`passkey_invalid`, `passkey_unknown`, `passkey_challenge_expired`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`token_missing`, `token_expired`, `token_invalid`, `session_revoked`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`passkeys_not_configured`", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn reauthenticate_finish(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(req): ApiJson<LoginFinishRequest>,
+) -> Result<Response, ApiError> {
+    let credential = passkeys::parse_credential(req.credential)?;
+    let key = passkeys::finish_for_user(
+        &state,
+        user.user_id,
+        CeremonyKind::Reauthenticate,
+        &req.ceremony,
+        &credential,
+    )
+    .await?;
+    // A passkey with user verification is itself two factors.
+    let (s, access) =
+        session::reauthenticated(&state, user.session_id, user.user_id, key | Amr::MFA).await?;
+    let mut headers = HeaderMap::new();
+    set_access_cookie(
+        state.cookies(),
+        &mut headers,
+        &access.access_token,
+        access.access_max_age,
+    );
+    let body = ReauthResponse {
+        access_expires_at: rfc3339(access.access_expires_at * 1000),
+        auth_time: rfc3339(s.auth_time.div_euclid(1000) * 1000),
+        amr: s.amr.to_claim(),
+    };
+    Ok((StatusCode::OK, headers, Json(body)).into_response())
 }

@@ -34,8 +34,8 @@ pub enum MailKind {
     PasswordChanged,
     PasswordReset,
     EmailChanged,
-    /// The account's last passkey was removed (SPEC 11: losing the last factor).
-    PasskeyRemoved,
+    /// The last second factor was removed (SPEC 11).
+    MfaDisabled,
 }
 
 impl MailKind {
@@ -47,7 +47,7 @@ impl MailKind {
             MailKind::PasswordChanged => "password_changed",
             MailKind::PasswordReset => "password_reset",
             MailKind::EmailChanged => "email_changed",
-            MailKind::PasskeyRemoved => "passkey_removed",
+            MailKind::MfaDisabled => "mfa_disabled",
         }
     }
 

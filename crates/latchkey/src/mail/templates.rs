@@ -27,7 +27,7 @@ fn sources(kind: MailKind) -> (&'static str, &'static str) {
         MailKind::PasswordChanged => t!("password_changed"),
         MailKind::PasswordReset => t!("password_reset"),
         MailKind::EmailChanged => t!("email_changed"),
-        MailKind::PasskeyRemoved => t!("passkey_removed"),
+        MailKind::MfaDisabled => t!("mfa_disabled"),
     }
 }
 
@@ -84,7 +84,7 @@ mod tests {
             MailKind::PasswordChanged,
             MailKind::PasswordReset,
             MailKind::EmailChanged,
-            MailKind::PasskeyRemoved,
+            MailKind::MfaDisabled,
         ] {
             let v = Values {
                 site: "https://auth.example",

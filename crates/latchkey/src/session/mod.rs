@@ -49,10 +49,13 @@ pub struct ClientInfo {
     pub ip: Option<String>,
 }
 
-/// Starts a new session for `user` and issues its first tokens.
+/// Starts a new session for `user`, who just authenticated by `amr` (RFC 8176: password
+/// `Amr::PWD`, an OpenID provider `Amr::FED`, password and a second factor
+/// `Amr::PWD_OTP_MFA`, …), and issues its first tokens.
 pub async fn start(
     state: &AppState,
     user: UserId,
+    amr: crate::mfa::Amr,
     client: ClientInfo,
 ) -> Result<IssuedTokens, ApiError> {
     let cfg = state.config();
@@ -74,6 +77,7 @@ pub async fn start(
         user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
         ip: client.ip,
         auth_time: now,
+        amr,
         generation: 0,
     };
     if !state.store().insert_session(&record).await? {
@@ -83,6 +87,14 @@ pub async fn start(
     issue(state, &record, SecretString::from(token.expose()), now)
 }
 
+/// An access token alone (reauthentication renews it without touching the refresh token).
+pub struct IssuedAccess {
+    pub access_token: String,
+    /// Unix seconds.
+    pub access_expires_at: i64,
+    pub access_max_age: Duration,
+}
+
 /// Signs an access token for the session and pairs it with `refresh`.
 pub(crate) fn issue(
     state: &AppState,
@@ -90,6 +102,25 @@ pub(crate) fn issue(
     refresh: SecretString,
     now: i64,
 ) -> Result<IssuedTokens, ApiError> {
+    let access = issue_access(state, s, now)?;
+    let refresh_left = (s.expires_at() - now).max(0) as u64;
+    Ok(IssuedTokens {
+        access_token: access.access_token,
+        access_expires_at: access.access_expires_at,
+        access_max_age: access.access_max_age,
+        refresh_token: refresh,
+        refresh_max_age: Duration::from_millis(refresh_left),
+        session_id: s.id,
+        user_id: s.user_id,
+    })
+}
+
+/// Signs an access token for the session: its user, `auth_time` and `amr`.
+pub(crate) fn issue_access(
+    state: &AppState,
+    s: &SessionRecord,
+    now: i64,
+) -> Result<IssuedAccess, ApiError> {
     let cfg = state.config();
     let now_secs = now.div_euclid(1000);
     // An access token never outlives its session (SPEC 8): `exp` is capped at the session's
@@ -104,19 +135,49 @@ pub(crate) fn issue(
         sub: s.user_id,
         sid: s.id,
         auth_time: s.auth_time.div_euclid(1000),
+        amr: s.amr,
     };
     let (token, claims) =
         access::issue(&keys, &cfg.public_url, who, now_secs, ttl).map_err(ApiError::internal)?;
-    let refresh_left = (s.expires_at() - now).max(0) as u64;
-    Ok(IssuedTokens {
+    Ok(IssuedAccess {
         access_token: token,
         access_expires_at: claims.exp,
         access_max_age: Duration::from_secs(ttl as u64),
-        refresh_token: refresh,
-        refresh_max_age: Duration::from_millis(refresh_left),
-        session_id: s.id,
-        user_id: s.user_id,
     })
+}
+
+/// Records that the user of session `sid` just proved who they are again (SPEC 11's
+/// reauthentication, by `method`): the session's `auth_time` becomes now and `method` joins
+/// its `amr`, in the store — so every later refresh keeps them — and a new access token
+/// carries them. `SessionRevoked` when the session is gone, revoked or not `user`'s.
+pub async fn reauthenticated(
+    state: &AppState,
+    sid: SessionId,
+    user: UserId,
+    method: crate::mfa::Amr,
+) -> Result<(SessionRecord, IssuedAccess), ApiError> {
+    let now = state.config().clock.now_ms();
+    let s = state
+        .store()
+        .session_by_id(sid)
+        .await?
+        .filter(|s| s.user_id == user && s.is_live(now))
+        .ok_or(ApiError::SessionRevoked)?;
+    let amr = s.amr | method;
+    if !state
+        .store()
+        .reauthenticate_session(sid, user, now, amr)
+        .await?
+    {
+        return Err(ApiError::SessionRevoked);
+    }
+    let s = SessionRecord {
+        auth_time: now,
+        amr,
+        ..s
+    };
+    let access = issue_access(state, &s, now)?;
+    Ok((s, access))
 }
 
 /// Revokes one session: in the store, and at once in this instance's revoked set.

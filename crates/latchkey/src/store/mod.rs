@@ -6,6 +6,7 @@
 //! both backends store the same thing.
 
 mod mail_sql;
+mod mfa_sql;
 mod passkey_sql;
 pub mod postgres;
 pub mod sqlite;
@@ -19,6 +20,8 @@ use crate::config::RateLimits;
 use crate::domain::{Email, SessionId, UserId};
 use crate::error::BoxError as Source;
 use crate::ratelimit::RateLimiter;
+
+pub use mfa_sql::{PendingLogin, TotpRecord, UserFactors};
 
 /// SHA-256 of a refresh token: all the store ever knows of one.
 pub type TokenHash = [u8; 32];
@@ -120,6 +123,8 @@ pub struct SessionRecord {
     /// When the user last proved who they are in this session (sign-in, reset): the access
     /// token's `auth_time`, kept across refresh (SPEC 11).
     pub auth_time: i64,
+    /// How the user authenticated at `auth_time` (RFC 8176), kept across refresh like it.
+    pub amr: crate::mfa::Amr,
     /// How many times the session rotated: its current token is the session token of this
     /// generation (0 may also be a legacy token, from before session tokens).
     pub generation: i64,
@@ -172,6 +177,8 @@ pub enum SecretTable {
     ServerSecrets,
     /// `outbox.body` (a queued message, which carries a live link), by `id`.
     Outbox,
+    /// `mfa_totp.secret` (a user's TOTP secret), by user id.
+    MfaTotp,
 }
 
 impl SecretTable {
@@ -181,6 +188,7 @@ impl SecretTable {
             SecretTable::SigningKeys => "signing_keys",
             SecretTable::ServerSecrets => "server_secrets",
             SecretTable::Outbox => "outbox",
+            SecretTable::MfaTotp => "mfa_totp",
         }
     }
 }
@@ -199,7 +207,8 @@ impl SecretRow {
     /// [`SecretRow::from_columns`] takes.
     pub(crate) const SELECT_ALL: &'static str = "SELECT 0, kid, private_der, key_id FROM signing_keys \
          UNION ALL SELECT 1, name, value, key_id FROM server_secrets \
-         UNION ALL SELECT 2, id, body, key_id FROM outbox WHERE body IS NOT NULL ORDER BY 1, 2";
+         UNION ALL SELECT 2, id, body, key_id FROM outbox WHERE body IS NOT NULL \
+         UNION ALL SELECT 3, CAST(user_id AS TEXT), secret, key_id FROM mfa_totp ORDER BY 1, 2";
 
     /// The statement that writes a resealed value back (`$1` bytes, `$2` key id, `$3` name).
     pub(crate) fn update_statement(table: SecretTable) -> &'static str {
@@ -211,6 +220,9 @@ impl SecretRow {
                 "UPDATE server_secrets SET value = $1, key_id = $2 WHERE name = $3"
             }
             SecretTable::Outbox => "UPDATE outbox SET body = $1, key_id = $2 WHERE id = $3",
+            SecretTable::MfaTotp => {
+                "UPDATE mfa_totp SET secret = $1, key_id = $2 WHERE CAST(user_id AS TEXT) = $3"
+            }
         }
     }
 
@@ -223,6 +235,7 @@ impl SecretRow {
             table: match table {
                 0 => SecretTable::SigningKeys,
                 1 => SecretTable::ServerSecrets,
+                3 => SecretTable::MfaTotp,
                 _ => SecretTable::Outbox,
             },
             name,
@@ -363,6 +376,10 @@ pub enum CeremonyKind {
     Register,
     /// Signing in with a discoverable passkey.
     Login,
+    /// The second step of a password sign-in, with one of the user's passkeys.
+    SecondFactor,
+    /// Proving who a signed-in user is again, with one of their passkeys.
+    Reauthenticate,
 }
 
 impl CeremonyKind {
@@ -370,6 +387,8 @@ impl CeremonyKind {
         match self {
             CeremonyKind::Register => "register",
             CeremonyKind::Login => "login",
+            CeremonyKind::SecondFactor => "second_factor",
+            CeremonyKind::Reauthenticate => "reauthenticate",
         }
     }
 }
@@ -380,7 +399,7 @@ impl CeremonyKind {
 pub struct CeremonyRecord {
     pub id_hash: TokenHash,
     pub kind: CeremonyKind,
-    /// Registration: the account the passkey is for. Sign-in: none.
+    /// The account it is for; none for a discoverable sign-in.
     pub user_id: Option<UserId>,
     pub state: String,
     pub created_at: i64,
@@ -441,6 +460,25 @@ pub enum Change<'a> {
     DeletePasskey {
         user: UserId,
         id: uuid::Uuid,
+    },
+    /// Turns the user's TOTP secret set up at `created_at` on, with the code of `step`.
+    /// Refused unless that very setup is still unconfirmed.
+    ConfirmTotp {
+        user: UserId,
+        step: i64,
+        created_at: i64,
+        now: i64,
+    },
+    /// Removes the user's TOTP secret (confirmed or not).
+    DeleteTotp {
+        user: UserId,
+    },
+    /// Replaces every recovery code of the user with these (SHA-256 hashes); none removes
+    /// them all.
+    ReplaceRecoveryCodes {
+        user: UserId,
+        hashes: &'a [TokenHash],
+        now: i64,
     },
 }
 
@@ -610,6 +648,40 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes mail tokens that expired before `before`, and outbox rows delivered or given
     /// up before it; returns how many rows went.
     async fn prune_mail(&self, before: i64) -> Result<u64>;
+
+    // --- Second factors (SPEC 11) ---
+
+    /// Which second factors the user has. The passkeys module adds its count.
+    async fn user_factors(&self, user: UserId) -> Result<UserFactors>;
+    /// The user's TOTP secret, confirmed or not.
+    async fn totp(&self, user: UserId) -> Result<Option<TotpRecord>>;
+    /// Stores a new unconfirmed TOTP secret, replacing an unconfirmed one; false (nothing
+    /// written) when a confirmed one exists.
+    async fn put_totp_setup(&self, record: &TotpRecord) -> Result<bool>;
+    /// Accepts a confirmed TOTP secret's code of `step` — once, and only after the last
+    /// accepted step (compare-and-swap); false otherwise.
+    async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool>;
+    /// Uses one of the user's unused recovery codes by its hash; false when none matches.
+    async fn use_recovery_code(&self, user: UserId, hash: &TokenHash, now: i64) -> Result<bool>;
+    async fn insert_pending_login(&self, pending: &PendingLogin) -> Result<()>;
+    /// The pending sign-in with this id hash, whatever its state.
+    async fn pending_login(&self, id_hash: &TokenHash) -> Result<Option<PendingLogin>>;
+    /// Counts one attempt on a live pending sign-in with fewer than `max` attempts; false
+    /// when it is used, expired or out of attempts.
+    async fn take_pending_attempt(&self, id_hash: &TokenHash, now: i64, max: i32) -> Result<bool>;
+    /// Uses the pending sign-in up (once); false when it was already, or has expired.
+    async fn finish_pending_login(&self, id_hash: &TokenHash, now: i64) -> Result<bool>;
+    /// Sets a live session's `auth_time` and `amr` (reauthentication); false when the session
+    /// is not `user`'s or is revoked.
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        user: UserId,
+        auth_time: i64,
+        amr: crate::mfa::Amr,
+    ) -> Result<bool>;
+    /// Deletes pending sign-ins that expired before `before`; returns how many.
+    async fn prune_pending_logins(&self, before: i64) -> Result<u64>;
 
     /// A rate limiter shared by every instance on this store, if the backend offers one;
     /// `None` (the default) means each instance limits in memory.

@@ -75,6 +75,8 @@ pub(super) fn ceremony_from(
     let kind = match kind.as_str() {
         "register" => CeremonyKind::Register,
         "login" => CeremonyKind::Login,
+        "second_factor" => CeremonyKind::SecondFactor,
+        "reauthenticate" => CeremonyKind::Reauthenticate,
         _ => return Err(StoreError::Other("unknown ceremony kind".into())),
     };
     if kind != want || expires_at <= now {

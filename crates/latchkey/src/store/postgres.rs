@@ -50,6 +50,7 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// Server-side cap on one statement (request path only; migrations run without it).
 const STATEMENT_TIMEOUT_MS: &str = "5000";
 
+mod mfa;
 pub struct PostgresStore {
     pool: PgPool,
     /// Connect options without the statement timeout, for migrations (which may wait on the
@@ -111,6 +112,7 @@ struct SessionRow {
     user_agent: Option<String>,
     ip: Option<String>,
     auth_time: i64,
+    amr: String,
     generation: i64,
 }
 
@@ -131,6 +133,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             user_agent: r.user_agent,
             ip: r.ip,
             auth_time: r.auth_time,
+            amr: crate::mfa::Amr::parse(&r.amr),
             generation: r.generation,
         })
     }
@@ -146,7 +149,7 @@ struct MatchedSessionRow {
 
 const USER_COLUMNS: &str =
     "id, email, name, password_hash, email_verified, created_at, disabled_at";
-const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip, s.auth_time, s.generation";
+const SESSION_COLUMNS: &str = "s.id, s.user_id, s.current_hash, s.previous_hash, s.rotated_at, s.created_at, s.last_used_at, s.idle_expires_at, s.absolute_expires_at, s.revoked_at, s.user_agent, s.ip, s.auth_time, s.amr, s.generation";
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://…` or `postgresql://…`). Fails if the database does
@@ -371,8 +374,8 @@ impl Store for PostgresStore {
 
     async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
+            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
         )
         .bind(s.id.0)
         .bind(s.user_id.0)
@@ -384,6 +387,7 @@ impl Store for PostgresStore {
         .bind(&s.user_agent)
         .bind(&s.ip)
         .bind(s.auth_time)
+        .bind(s.amr.to_text())
         .execute(&self.pool)
         .await
         .map_err(classify)?;
@@ -830,6 +834,58 @@ impl Store for PostgresStore {
         Ok(n)
     }
 
+    // --- Second factors (SPEC 11): store/<backend>/mfa.rs ---
+
+    async fn user_factors(&self, user: UserId) -> Result<super::UserFactors> {
+        mfa::user_factors(&self.pool, user).await
+    }
+
+    async fn totp(&self, user: UserId) -> Result<Option<super::TotpRecord>> {
+        mfa::totp(&self.pool, user).await
+    }
+
+    async fn put_totp_setup(&self, record: &super::TotpRecord) -> Result<bool> {
+        mfa::put_totp_setup(&self.pool, record).await
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
+        mfa::use_totp_step(&self.pool, user, step).await
+    }
+
+    async fn use_recovery_code(&self, user: UserId, hash: &TokenHash, now: i64) -> Result<bool> {
+        mfa::use_recovery_code(&self.pool, user, hash, now).await
+    }
+
+    async fn insert_pending_login(&self, pending: &super::PendingLogin) -> Result<()> {
+        mfa::insert_pending_login(&self.pool, pending).await
+    }
+
+    async fn pending_login(&self, id_hash: &TokenHash) -> Result<Option<super::PendingLogin>> {
+        mfa::pending_login(&self.pool, id_hash).await
+    }
+
+    async fn take_pending_attempt(&self, id_hash: &TokenHash, now: i64, max: i32) -> Result<bool> {
+        mfa::take_pending_attempt(&self.pool, id_hash, now, max).await
+    }
+
+    async fn finish_pending_login(&self, id_hash: &TokenHash, now: i64) -> Result<bool> {
+        mfa::finish_pending_login(&self.pool, id_hash, now).await
+    }
+
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        user: UserId,
+        auth_time: i64,
+        amr: crate::mfa::Amr,
+    ) -> Result<bool> {
+        mfa::reauthenticate_session(&self.pool, id, user, auth_time, amr).await
+    }
+
+    async fn prune_pending_logins(&self, before: i64) -> Result<u64> {
+        mfa::prune_pending_logins(&self.pool, before).await
+    }
+
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
         pg_secret_rows(&self.pool).await
     }
@@ -998,6 +1054,9 @@ async fn pg_apply_one(
                 Err(StoreError::Refused)
             }
         }
+        Change::ConfirmTotp { .. }
+        | Change::DeleteTotp { .. }
+        | Change::ReplaceRecoveryCodes { .. } => mfa::apply_one(tx, change).await.map(|_| ()),
     }
 }
 
@@ -1056,6 +1115,7 @@ impl PgRateLimiter {
             Bucket::RefreshPerSession => ("refresh_session", self.limits.refresh_per_session),
             Bucket::MailPerIp => ("mail_ip", self.limits.mail_per_ip),
             Bucket::MailPerAddress => ("mail_address", self.limits.mail_per_address),
+            Bucket::MfaPerUser => ("mfa_user", self.limits.mfa_per_user),
         }
     }
 

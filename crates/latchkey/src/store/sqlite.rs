@@ -27,6 +27,7 @@ use super::{
 };
 use crate::domain::{Email, SessionId, UserId};
 
+mod mfa;
 pub struct SqliteStore {
     pool: SqlitePool,
     /// For `sqlite::memory:`: a connection held open and never used. The in-memory database
@@ -84,6 +85,7 @@ struct SessionRow {
     user_agent: Option<String>,
     ip: Option<String>,
     auth_time: i64,
+    amr: String,
     generation: i64,
 }
 
@@ -104,6 +106,7 @@ impl TryFrom<SessionRow> for SessionRecord {
             user_agent: r.user_agent,
             ip: r.ip,
             auth_time: r.auth_time,
+            amr: crate::mfa::Amr::parse(&r.amr),
             generation: r.generation,
         })
     }
@@ -134,7 +137,7 @@ async fn insert_user<'e>(
     Ok(())
 }
 
-const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip, auth_time, generation";
+const SESSION_COLUMNS: &str = "id, user_id, current_hash, previous_hash, rotated_at, created_at, last_used_at, idle_expires_at, absolute_expires_at, revoked_at, user_agent, ip, auth_time, amr, generation";
 
 /// Whether `url` names an in-memory database (`sqlite::memory:`, `…?mode=memory`).
 pub fn is_memory(url: &str) -> bool {
@@ -437,8 +440,8 @@ impl Store for SqliteStore {
 
     async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
         let r = sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
+            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
         )
         .bind(s.id.0.to_string())
         .bind(s.user_id.0.to_string())
@@ -450,6 +453,7 @@ impl Store for SqliteStore {
         .bind(&s.user_agent)
         .bind(&s.ip)
         .bind(s.auth_time)
+        .bind(s.amr.to_text())
         .execute(&self.pool)
         .await
         .map_err(classify)?;
@@ -907,6 +911,58 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
+    // --- Second factors (SPEC 11): store/<backend>/mfa.rs ---
+
+    async fn user_factors(&self, user: UserId) -> Result<super::UserFactors> {
+        mfa::user_factors(&self.pool, user).await
+    }
+
+    async fn totp(&self, user: UserId) -> Result<Option<super::TotpRecord>> {
+        mfa::totp(&self.pool, user).await
+    }
+
+    async fn put_totp_setup(&self, record: &super::TotpRecord) -> Result<bool> {
+        mfa::put_totp_setup(&self.pool, record).await
+    }
+
+    async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
+        mfa::use_totp_step(&self.pool, user, step).await
+    }
+
+    async fn use_recovery_code(&self, user: UserId, hash: &TokenHash, now: i64) -> Result<bool> {
+        mfa::use_recovery_code(&self.pool, user, hash, now).await
+    }
+
+    async fn insert_pending_login(&self, pending: &super::PendingLogin) -> Result<()> {
+        mfa::insert_pending_login(&self.pool, pending).await
+    }
+
+    async fn pending_login(&self, id_hash: &TokenHash) -> Result<Option<super::PendingLogin>> {
+        mfa::pending_login(&self.pool, id_hash).await
+    }
+
+    async fn take_pending_attempt(&self, id_hash: &TokenHash, now: i64, max: i32) -> Result<bool> {
+        mfa::take_pending_attempt(&self.pool, id_hash, now, max).await
+    }
+
+    async fn finish_pending_login(&self, id_hash: &TokenHash, now: i64) -> Result<bool> {
+        mfa::finish_pending_login(&self.pool, id_hash, now).await
+    }
+
+    async fn reauthenticate_session(
+        &self,
+        id: SessionId,
+        user: UserId,
+        auth_time: i64,
+        amr: crate::mfa::Amr,
+    ) -> Result<bool> {
+        mfa::reauthenticate_session(&self.pool, id, user, auth_time, amr).await
+    }
+
+    async fn prune_pending_logins(&self, before: i64) -> Result<u64> {
+        mfa::prune_pending_logins(&self.pool, before).await
+    }
+
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
         secret_rows(&self.pool).await
     }
@@ -1068,6 +1124,9 @@ async fn apply_one(
                 .map_err(classify)?;
             Ok(())
         }
+        Change::ConfirmTotp { .. }
+        | Change::DeleteTotp { .. }
+        | Change::ReplaceRecoveryCodes { .. } => mfa::apply_one(tx, change).await.map(|_| ()),
     }
 }
 

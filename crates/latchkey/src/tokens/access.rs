@@ -35,6 +35,11 @@ pub struct AccessClaims {
     /// across refresh. Tokens issued before the claim existed read as 0: never recent.
     #[serde(default)]
     pub auth_time: i64,
+    /// How the user authenticated at `auth_time` (RFC 8176: `pwd`, `otp`, `hwk`, `swk`,
+    /// `fed`, `mfa`), kept across refresh. Left out when unknown (sessions from before the
+    /// claim existed); tokens without it read as empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
 
 impl AccessClaims {
@@ -42,6 +47,11 @@ impl AccessClaims {
     /// authentication).
     pub fn authenticated_within(&self, window: std::time::Duration, now_secs: i64) -> bool {
         self.auth_time > 0 && now_secs.saturating_sub(self.auth_time) <= window.as_secs() as i64
+    }
+
+    /// The `amr` claim as a set (unknown values ignored).
+    pub fn amr(&self) -> crate::mfa::Amr {
+        crate::mfa::Amr::from_names(self.amr.iter().map(String::as_str))
     }
 }
 
@@ -57,13 +67,14 @@ pub enum TokenError {
     UnknownKid,
 }
 
-/// What an access token is issued for: the user, the session and when the user last
-/// authenticated in it (Unix seconds).
+/// What an access token is issued for: the user, the session, when the user last
+/// authenticated in it (Unix seconds) and how.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject {
     pub sub: UserId,
     pub sid: SessionId,
     pub auth_time: i64,
+    pub amr: crate::mfa::Amr,
 }
 
 /// Signs a new access token for `who` valid `ttl_secs` from `now_secs`.
@@ -78,6 +89,7 @@ pub fn issue(
         sub,
         sid,
         auth_time,
+        amr,
     } = who;
     let claims = AccessClaims {
         iss: public_url.to_owned(),
@@ -88,6 +100,7 @@ pub fn issue(
         exp: now_secs + ttl_secs,
         jti: Uuid::new_v4().to_string(),
         auth_time,
+        amr: amr.to_claim(),
     };
     let mut header = Header::new(Algorithm::EdDSA);
     header.typ = Some(TYP.to_owned());

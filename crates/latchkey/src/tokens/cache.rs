@@ -61,6 +61,7 @@ mod tests {
             exp,
             jti: "j".into(),
             auth_time: 0,
+            amr: vec![],
         })
     }
 

@@ -177,6 +177,7 @@ async fn legacy_session(app: &TestApp, user: UserId) -> (SessionId, RefreshToken
         user_agent: None,
         ip: None,
         auth_time: now,
+        amr: latchkey::mfa::Amr::NONE,
         generation: 0,
     };
     assert!(app.state.store().insert_session(&s).await.unwrap());
