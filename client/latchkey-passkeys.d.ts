@@ -42,6 +42,15 @@ export function signInWithPasskey(opts?: SignInOptions): Promise<{ user: unknown
 /** Adds a passkey to the signed-in account; pass `secureFetch` as `fetch` to refresh an expired session. */
 export function registerPasskey(opts?: { name?: string; fetch?: FetchLike }): Promise<PasskeyView>;
 
+/**
+ * The second step of a password sign-in with a passkey (the second-factor cookie names the
+ * sign-in); a PasskeyError `mfa_expired` means: enter the password again.
+ */
+export function passkeySecondStep(opts?: { fetch?: FetchLike }): Promise<{ user: unknown; access_expires_at: string }>;
+
+/** Renews the session's recent authentication with a passkey; pass `secureFetch` as `fetch`. */
+export function reauthenticateWithPasskey(opts?: { fetch?: FetchLike }): Promise<{ access_expires_at: string; auth_time: string; amr: string[] }>;
+
 /** True when this browser has WebAuthn. */
 export function isSupported(): boolean;
 /** True when the browser can offer passkeys in an input's autofill (conditional UI). */

@@ -15,6 +15,8 @@
  */
 
 const BASE = '/api/v1/auth/passkeys'
+const SECOND_STEP = '/api/v1/auth/mfa/passkey'
+const REAUTH = '/api/v1/auth/reauthenticate/passkey'
 
 /** A failed passkey step: `code` is the server's problem `code`, or `cancelled` (the user
  * dismissed the dialog, or the request was aborted), `unsupported` (no WebAuthn here),
@@ -226,4 +228,41 @@ export async function registerPasskey (opts = {}) {
     ...(opts.name ? { name: opts.name } : {})
   })
   return body.passkey
+}
+
+/**
+ * A ceremony for a user the server already knows: start, `navigator.credentials.get()`
+ * with the user's passkeys, finish.
+ * @param {FetchLike} doFetch
+ * @param {string} base
+ */
+async function knownUserCeremony (doFetch, base) {
+  const started = await post(doFetch, base + '/start')
+  const cred = await ceremony(() => navigator.credentials.get(requestOptionsFromJSON(started.options)))
+  return post(doFetch, base + '/finish', {
+    ceremony: started.ceremony,
+    credential: credentialToJSON(/** @type {PublicKeyCredential} */ (cred))
+  })
+}
+
+/**
+ * The second step of a password sign-in with a passkey (after `{mfa_required: true}` with
+ * `passkey` among the methods; the second-factor cookie names the sign-in). Resolves with
+ * `{user, access_expires_at}`; a PasskeyError `mfa_expired` means: enter the password again.
+ * @param {{ fetch?: FetchLike }} [opts]
+ */
+export async function passkeySecondStep (opts = {}) {
+  const doFetch = opts.fetch ?? ((/** @type {any} */ i, /** @type {any} */ o) => globalThis.fetch(i, o))
+  return knownUserCeremony(doFetch, SECOND_STEP)
+}
+
+/**
+ * Proves again who the signed-in user is with one of their passkeys, renewing the session's
+ * recent authentication (after a 403 `reauthentication_required`). Pass `secureFetch`.
+ * Resolves with `{access_expires_at, auth_time, amr}`.
+ * @param {{ fetch?: FetchLike }} [opts]
+ */
+export async function reauthenticateWithPasskey (opts = {}) {
+  const doFetch = opts.fetch ?? ((/** @type {any} */ i, /** @type {any} */ o) => globalThis.fetch(i, o))
+  return knownUserCeremony(doFetch, REAUTH)
 }

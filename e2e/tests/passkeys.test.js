@@ -5,7 +5,7 @@
 // context), so this server's PUBLIC_URL uses it.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { launchBrowser, newEmail, screenshot, signInThroughPage, startServer, watch } from '../lib/harness.js';
+import { PASSWORD, launchBrowser, newEmail, screenshot, signInThroughPage, startServer, watch } from '../lib/harness.js';
 
 let server, browser;
 before(async () => {
@@ -103,5 +103,35 @@ test('register a passkey on /account, sign out, sign in with it alone, remove it
 
   assert.deepEqual(seen.pageErrors, []);
   assert.deepEqual(seen.dialogs, []);
+  await context.close();
+});
+
+test('a password sign-in of an account with a passkey takes the passkey as second step', async () => {
+  const email = newEmail('passkey-2fa');
+  const context = await browser.newContext();
+  const { page } = await pageWithAuthenticator(context);
+  const seen = watch(page);
+  // No conditional UI here, so that the password form is what signs in first.
+  await page.addInitScript(() => {
+    PublicKeyCredential.isConditionalMediationAvailable = async () => false;
+  });
+  await signInThroughPage(page, server.url, { email, signup: true });
+  await page.locator('[data-testid="passkeys-section"]').waitFor();
+  await page.locator('[data-testid="passkey-add"]').click();
+  await page.locator('[data-testid="passkey-row"]').waitFor();
+  await Promise.all([page.waitForURL(/\/login$/), page.locator('#logout').click()]);
+
+  // The password is right: the second step offers only the passkey (no TOTP, no codes).
+  await page.locator('#login-email').fill(email);
+  await page.locator('#login-password').fill(PASSWORD);
+  await page.locator('#login-submit').click();
+  await page.locator('[data-testid="mfa-step"]').waitFor();
+  await page.locator('[data-testid="mfa-passkey"]').waitFor();
+  assert.equal(await page.locator('[data-testid="mfa-form"]').isVisible(), false);
+  assert.equal(await page.locator('[data-testid="passkey-login"]').isVisible(), false);
+  await Promise.all([page.waitForURL(/\/account$/), page.locator('[data-testid="mfa-passkey"]').click()]);
+  await page.locator('#me-email').filter({ hasText: email }).waitFor();
+  assert.ok(seen.requests.some((r) => r.path === '/api/v1/auth/mfa/passkey/finish'));
+  assert.deepEqual(seen.pageErrors, []);
   await context.close();
 });

@@ -1,7 +1,7 @@
 // The passkeys section of /account (SPEC 11): list, add, rename, remove. Served at
 // /static/account-passkeys.js; the WebAuthn ceremony itself is /client/latchkey-passkeys.js.
 import { secureFetch } from '/client/latchkey.js';
-import { PasskeyError, isSupported, registerPasskey } from '/client/latchkey-passkeys.js';
+import { PasskeyError, isSupported, reauthenticateWithPasskey, registerPasskey } from '/client/latchkey-passkeys.js';
 import { busy, jsonPost, link, problemOf, retryText, say } from './flows.js';
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -33,14 +33,40 @@ const when = (value) => {
   return d && !Number.isNaN(d.getTime()) ? dateFormat.format(d) : 'never';
 };
 
-/** @param {HTMLElement} box @param {string} what */
-function askToSignInAgain(box, what) {
-  say(
-    box,
-    `For your security, ${what} needs a recent sign-in, and yours was more than 10 minutes ago. `,
-    link('/login?next=%2Faccount', 'Sign in again', 'passkey-reauth-link'),
-    ', then try once more.',
+/** How many passkeys the list shows. */
+let count = 0;
+
+/**
+ * 403 reauthentication_required: with a passkey on the account, confirm with it and run
+ * `again`; otherwise sign in again.
+ * @param {HTMLElement} box
+ * @param {string} what
+ * @param {() => Promise<void>} again
+ */
+function askToSignInAgain(box, what, again) {
+  const intro = `For your security, ${what} needs a recent sign-in, and yours was more than 10 minutes ago. `;
+  if (count === 0 || !isSupported()) {
+    say(box, intro, link('/login?next=%2Faccount', 'Sign in again', 'passkey-reauth-link'), ', then try once more.');
+    return;
+  }
+  const confirm = document.createElement('button');
+  confirm.type = 'button';
+  confirm.className = 'secondary small';
+  confirm.dataset.testid = 'passkey-reauth';
+  confirm.textContent = 'Confirm with your passkey';
+  confirm.addEventListener('click', () =>
+    busy(confirm, async () => {
+      try {
+        await reauthenticateWithPasskey({ fetch: secureFetch });
+        say(box);
+        await again();
+      } catch (error) {
+        if (error instanceof PasskeyError && error.status === 401) return;
+        say(box, message(error instanceof PasskeyError ? error.code : 'network', 'Could not confirm with the passkey.'));
+      }
+    }),
   );
+  say(box, intro, confirm, ' or ', link('/login?next=%2Faccount', 'sign in again', 'passkey-reauth-link'), '.');
 }
 
 /** @param {string | undefined} code @param {string} fallback */
@@ -51,6 +77,7 @@ const message = (code, fallback) => (code && Object.hasOwn(MESSAGES, code) ? MES
  * @param {Passkey[]} passkeys
  */
 function render(passkeys) {
+  count = passkeys.length;
   list.replaceChildren();
   $('passkeys-empty').hidden = passkeys.length > 0;
   for (const p of passkeys) {
@@ -149,30 +176,33 @@ async function removePasskey(p) {
       return;
     }
     const problem = await problemOf(res);
-    if (problem.code === 'reauthentication_required') askToSignInAgain(errorBox, 'removing a passkey');
+    if (problem.code === 'reauthentication_required') askToSignInAgain(errorBox, 'removing a passkey', () => removePasskey(p));
     else say(errorBox, message(problem.code, `Could not remove the passkey (HTTP ${res.status}).`) + retryText(res));
   } catch {
     say(errorBox, MESSAGES.network);
   }
 }
 
+/** Adds a passkey named as the form says. */
+async function addPasskey() {
+  say(errorBox);
+  say(statusBox);
+  try {
+    const passkey = await registerPasskey({ name: nameInput.value.trim(), fetch: secureFetch });
+    form.reset();
+    say(statusBox, `Passkey “${passkey.name}” added. You can now sign in with it, without your password.`);
+    await reload();
+  } catch (error) {
+    const code = error instanceof PasskeyError ? error.code : 'network';
+    if (error instanceof PasskeyError && error.status === 401) return; // onAuthFail took over
+    if (code === 'reauthentication_required') askToSignInAgain(errorBox, 'adding a passkey', addPasskey);
+    else say(errorBox, message(code, error instanceof Error ? error.message : 'Could not add the passkey.'));
+  }
+}
+
 form.addEventListener('submit', (event) => {
   event.preventDefault();
-  busy(addButton, async () => {
-    say(errorBox);
-    say(statusBox);
-    try {
-      const passkey = await registerPasskey({ name: nameInput.value.trim(), fetch: secureFetch });
-      form.reset();
-      say(statusBox, `Passkey “${passkey.name}” added. You can now sign in with it, without your password.`);
-      await reload();
-    } catch (error) {
-      const code = error instanceof PasskeyError ? error.code : 'network';
-      if (error instanceof PasskeyError && error.status === 401) return; // onAuthFail took over
-      if (code === 'reauthentication_required') askToSignInAgain(errorBox, 'adding a passkey');
-      else say(errorBox, message(code, error instanceof Error ? error.message : 'Could not add the passkey.'));
-    }
-  });
+  busy(addButton, addPasskey);
 });
 
 if (!isSupported()) {

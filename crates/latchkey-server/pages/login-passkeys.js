@@ -4,7 +4,7 @@
 // itself is /client/latchkey-passkeys.js. No email is typed: the passkey names the account.
 
 import { loginPageNext } from './next.js';
-import { PasskeyError, conditionalMediationAvailable, isSupported, signInWithPasskey } from '/client/latchkey-passkeys.js';
+import { PasskeyError, conditionalMediationAvailable, isSupported, passkeySecondStep, signInWithPasskey } from '/client/latchkey-passkeys.js';
 
 const MESSAGES = {
   passkey_unknown: 'This passkey is not registered here (it may have been removed from your account). Sign in with your password.',
@@ -85,3 +85,46 @@ if (isSupported()) {
   });
   startConditional();
 }
+
+// The second step of a password sign-in (SPEC 11), when the account has a passkey: the
+// "Use your passkey" button (mfa.js announces the step). With only a passkey to offer, the
+// code form goes away.
+document.addEventListener('latchkey:second-step', (event) => {
+  const { methods } = /** @type {CustomEvent<{ methods: string[] }>} */ (event).detail;
+  conditional?.abort();
+  conditional = null;
+  conditionalBudget = 0;
+  if (!methods.includes('passkey') || !isSupported()) return;
+  const section = /** @type {HTMLElement} */ (document.getElementById('mfa-passkey-section'));
+  const secondButton = /** @type {HTMLButtonElement} */ (document.getElementById('mfa-passkey'));
+  section.hidden = false;
+  if (!methods.includes('totp') && !methods.includes('recovery_code')) {
+    for (const id of ['mfa-form', 'mfa-switch', 'mfa-passkey-divider']) {
+      /** @type {HTMLElement} */ (document.getElementById(id)).hidden = true;
+    }
+    /** @type {HTMLElement} */ (document.getElementById('mfa-hint')).textContent =
+      'Confirm with your passkey (your device\'s screen lock or security key).';
+  }
+  secondButton.addEventListener('click', async () => {
+    if (secondButton.disabled) return;
+    errorBox.textContent = '';
+    secondButton.disabled = true;
+    secondButton.setAttribute('aria-busy', 'true');
+    try {
+      await passkeySecondStep();
+      location.assign(next);
+      return;
+    } catch (error) {
+      if (error instanceof PasskeyError && error.code === 'mfa_expired') {
+        errorBox.textContent = 'This sign-in expired or had too many attempts. Enter your password again.';
+        setTimeout(() => location.reload(), 1500);
+        return;
+      }
+      report(error);
+    } finally {
+      secondButton.disabled = false;
+      secondButton.removeAttribute('aria-busy');
+    }
+  });
+  secondButton.focus();
+});
