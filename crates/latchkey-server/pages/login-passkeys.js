@@ -50,9 +50,15 @@ async function startConditional() {
   } catch (error) {
     if (controller.signal.aborted || conditional !== controller) return; // the button took over
     conditional = null;
-    // The browser ended the offer (nothing to offer, or refused): not restarted. A passkey
-    // the server refused: shown, and offered again.
-    if (error instanceof PasskeyError && error.code === 'cancelled') return;
+    const code = error instanceof PasskeyError ? error.code : '';
+    if (code === 'passkeys_not_configured') {
+      /** @type {HTMLElement} */ (document.getElementById('passkey-section')).hidden = true;
+      return;
+    }
+    // A passkey the person chose and the server refused: shown, and offered again. Anything
+    // else in the background (the browser ended the offer, a network hiccup) stays quiet and
+    // is not retried: the page may be showing another message (`?error=`).
+    if (!['passkey_invalid', 'passkey_unknown', 'passkey_challenge_expired', 'invalid_credentials'].includes(code)) return;
     report(error);
     startConditional();
   }
