@@ -146,10 +146,17 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401",
 
 # The same for the operations that check a second-factor code (SPEC 11): a schema-valid code
 # is almost always wrong (400 `invalid_code`, which the hook check
-# `only_invalid_code_refuses_valid_codes` keeps as the only 400), and wrong codes spend the
-# account's second-factor budget (429).
+# `only_expected_codes_refuse_valid_codes_and_ceremonies` keeps as the only 400), and wrong
+# codes spend the account's second-factor budget (429).
 [[operations]]
 include-path-regex = "^/api/v1/auth/(mfa/verify|mfa/totp/confirm|reauthenticate)\$"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+# The passkey ceremonies' finish (SPEC 11): a generated ceremony id is never a live one and a
+# generated credential is never signed, so a schema-valid request gets 400
+# `passkey_challenge_expired`/`passkey_invalid`/`passkey_unknown` (the same hook check).
+[[operations]]
+include-path-regex = "^/api/v1/auth/passkeys/(register|login)/finish\$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 EOF
 

@@ -347,19 +347,35 @@ def only_token_invalid_refuses_valid_tokens(ctx, response, case):
     return None
 
 
-# Operations that check a second-factor code (SPEC 11): a schema-valid code that is wrong (or
-# not 6 digits) is refused with 400 `invalid_code`; any other 400 to a schema-valid request
-# fails, as for the mail tokens above.
+# Operations whose schema-valid requests can only be refused with one expected code:
+# those that check a second-factor code (SPEC 11: a schema-valid code is wrong, or not 6
+# digits — 400 `invalid_code`), and the passkey ceremonies' finish (a schema-valid body names
+# no live ceremony and carries no signed response — one of the passkey codes). Any other 400
+# to a schema-valid request fails, as for the mail tokens above.
 CODE_OPERATIONS = {
     "/api/v1/auth/mfa/verify",
     "/api/v1/auth/mfa/totp/confirm",
     "/api/v1/auth/reauthenticate",
 }
+PASSKEY_FINISH_OPERATIONS = {
+    "/api/v1/auth/passkeys/register/finish",
+    "/api/v1/auth/passkeys/login/finish",
+}
+PASSKEY_CODES = {"passkey_invalid", "passkey_challenge_expired", "passkey_unknown"}
+
+
+def expected_400_codes(path):
+    if path in CODE_OPERATIONS:
+        return {"invalid_code"}
+    if path in PASSKEY_FINISH_OPERATIONS:
+        return PASSKEY_CODES
+    return None
 
 
 @schemathesis.check
-def only_invalid_code_refuses_valid_codes(ctx, response, case):
-    if case.operation.path not in CODE_OPERATIONS or response.status_code != 400:
+def only_expected_codes_refuse_valid_codes_and_ceremonies(ctx, response, case):
+    allowed = expected_400_codes(case.operation.path)
+    if allowed is None or response.status_code != 400:
         return None
     meta = case.meta
     if meta is None or not meta.generation.mode.is_positive:
@@ -368,8 +384,8 @@ def only_invalid_code_refuses_valid_codes(ctx, response, case):
         code = json.loads(response.content).get("code")
     except ValueError:
         code = None
-    if code != "invalid_code":
+    if code not in allowed:
         raise AssertionError(
-            f"schema-valid request refused with 400 `{code}`; only `invalid_code` (a wrong code) is expected"
+            f"schema-valid request refused with 400 `{code}`; only {sorted(allowed)} are expected"
         )
     return None

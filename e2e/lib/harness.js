@@ -45,13 +45,16 @@ async function freePort() {
  * Starts the server with ACCESS_TOKEN_TTL=2 on a fresh database in a temp dir (also its
  * working directory, so no stray `.env` is read). Its output goes to artifacts/<name>.server.log.
  * @param {string} name
- * @param {{ env?: Record<string, string> }} [options] env: more variables (they win), e.g.
- *   `{ SMTP_URL: sink.smtpUrl, REQUIRE_EMAIL_VERIFICATION: 'true' }`
+ * @param {{ env?: Record<string, string>, host?: string }} [options] env: more variables (they
+ *   win), e.g. `{ SMTP_URL: sink.smtpUrl, REQUIRE_EMAIL_VERIFICATION: 'true' }`; host: the
+ *   PUBLIC_URL host the browser uses (`localhost` for passkeys, whose relying party must be
+ *   a domain name), still served on 127.0.0.1
  */
-export async function startServer(name, { env: extraEnv = {} } = {}) {
+export async function startServer(name, { env: extraEnv = {}, host = '127.0.0.1' } = {}) {
   const dir = await mkdtemp(join(tmpdir(), 'latchkey-e2e-'));
   const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const local = `http://127.0.0.1:${port}`;
+  const url = `http://${host}:${port}`;
   const env = {
     PATH: process.env.PATH,
     HOME: process.env.HOME || dir,
@@ -76,7 +79,7 @@ export async function startServer(name, { env: extraEnv = {} } = {}) {
   for (;;) {
     if (exited) throw new Error(`latchkey (${BIN}) exited before /healthz answered: ${JSON.stringify(exited)}\n${log}`);
     try {
-      const res = await fetch(url + '/healthz');
+      const res = await fetch(local + '/healthz');
       if (res.ok) break;
     } catch {
       // not listening yet
@@ -92,7 +95,7 @@ export async function startServer(name, { env: extraEnv = {} } = {}) {
     url,
     /** Prometheus text of /metrics. */
     async metrics() {
-      return (await fetch(url + '/metrics')).text();
+      return (await fetch(local + '/metrics')).text();
     },
     /** Server output so far (for assertion messages). */
     log: () => log,

@@ -55,8 +55,10 @@ export function showSecondStep(methods, next) {
   const swap = /** @type {HTMLButtonElement} */ ($('mfa-switch'));
   const button = /** @type {HTMLButtonElement} */ ($('mfa-submit'));
   const errorBox = $('error');
-  for (const id of ['login-panes', 'google-section']) $(id).hidden = true;
+  for (const id of ['login-panes', 'google-section', 'passkey-section']) $(id).hidden = true;
   step.hidden = false;
+  // The passkey way through this step lives in login-passkeys.js.
+  document.dispatchEvent(new CustomEvent('latchkey:second-step', { detail: { methods, next } }));
   let method = methods.includes('totp') ? 'totp' : 'recovery_code';
   const show = () => {
     const totp = method === 'totp';

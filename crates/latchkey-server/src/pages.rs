@@ -21,6 +21,9 @@ const CLIENT_DTS: &str = include_str!("../../../client/latchkey.d.ts");
 // The optional toast module (an `onAuthFail` without alert()); the demo account page uses it.
 const TOAST_JS: &str = include_str!("../../../client/latchkey-toast.js");
 const TOAST_DTS: &str = include_str!("../../../client/latchkey-toast.d.ts");
+// The passkey ceremonies in the browser (SPEC 11), apart from secureFetch.
+const PASSKEYS_JS: &str = include_str!("../../../client/latchkey-passkeys.js");
+const PASSKEYS_DTS: &str = include_str!("../../../client/latchkey-passkeys.d.ts");
 
 fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
     Some(match name {
@@ -39,6 +42,15 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
         // The `next` rule login.js imports (finding 1 of issue 9).
         "next.js" => (
             include_str!("../pages/next.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        // Passkeys (SPEC 11): the login button and conditional UI, the list on /account.
+        "login-passkeys.js" => (
+            include_str!("../pages/login-passkeys.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "account-passkeys.js" => (
+            include_str!("../pages/account-passkeys.js"),
             "text/javascript; charset=utf-8",
         ),
         "account.js" => (
@@ -157,6 +169,14 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/client/latchkey-toast.d.ts",
             get(|| async { asset(TOAST_DTS, "application/typescript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey-passkeys.js",
+            get(|| async { asset(PASSKEYS_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/client/latchkey-passkeys.d.ts",
+            get(|| async { asset(PASSKEYS_DTS, "application/typescript; charset=utf-8") }),
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }

@@ -70,6 +70,25 @@ pub enum ApiError {
     ReauthenticationRequired,
     #[error("Verify your email address first: open the link we sent you.")]
     EmailUnverified,
+    /// A WebAuthn response that does not verify: malformed, signed over another challenge,
+    /// for another origin or relying party, without user verification, a signature that
+    /// fails, or a signature counter that went backwards (a cloned authenticator).
+    #[error("The passkey response could not be verified.")]
+    PasskeyInvalid,
+    /// The ceremony id is unknown, already used, expired, or of another ceremony.
+    #[error("The passkey request expired or was already used; start again.")]
+    PasskeyChallengeExpired,
+    /// A sign-in with a passkey this service does not know (removed, or never registered).
+    #[error("This passkey is not registered here.")]
+    PasskeyUnknown,
+    #[error("This passkey is already registered.")]
+    PasskeyExists,
+    /// Removing it would leave the account with no way to sign in.
+    #[error("This is the account's last way to sign in; add another before removing it.")]
+    LastSignInMethod,
+    /// `PUBLIC_URL`'s host is not a domain name (e.g. an IP address), which WebAuthn needs.
+    #[error("Passkeys are not available on this server.")]
+    PasskeysNotConfigured,
     /// A wrong, malformed-for-the-factor or replayed second-factor code (SPEC 11: 400,
     /// never 401).
     #[error("The code is not valid.")]
@@ -120,10 +139,16 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            InvalidRequest(_) | InvalidEmail | WeakPassword(_) | LinkInvalid | InvalidCode => {
-                StatusCode::BAD_REQUEST
-            }
-            EmailTaken | AlreadyVerified | TotpAlreadyEnabled => StatusCode::CONFLICT,
+            InvalidRequest(_)
+            | InvalidEmail
+            | WeakPassword(_)
+            | LinkInvalid
+            | InvalidCode
+            | PasskeyInvalid
+            | PasskeyChallengeExpired
+            | PasskeyUnknown => StatusCode::BAD_REQUEST,
+            EmailTaken | AlreadyVerified | TotpAlreadyEnabled | PasskeyExists
+            | LastSignInMethod => StatusCode::CONFLICT,
             WrongPassword
             | WrongCode
             | ReauthenticationRequired
@@ -133,7 +158,9 @@ impl ApiError {
             InvalidCredentials | RefreshMissing | RefreshInvalid | RefreshExpired
             | RefreshReused | SessionRevoked | TokenMissing | TokenExpired | TokenInvalid
             | MfaExpired => StatusCode::UNAUTHORIZED,
-            NotFound | ProviderNotConfigured | MailNotConfigured => StatusCode::NOT_FOUND,
+            NotFound | ProviderNotConfigured | MailNotConfigured | PasskeysNotConfigured => {
+                StatusCode::NOT_FOUND
+            }
             CrossOriginRejected => StatusCode::FORBIDDEN,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -175,6 +202,12 @@ impl ApiError {
             WrongPassword => "invalid_credentials",
             ReauthenticationRequired => "reauthentication_required",
             EmailUnverified => "email_unverified",
+            PasskeyInvalid => "passkey_invalid",
+            PasskeyChallengeExpired => "passkey_challenge_expired",
+            PasskeyUnknown => "passkey_unknown",
+            PasskeyExists => "passkey_exists",
+            LastSignInMethod => "last_sign_in_method",
+            PasskeysNotConfigured => "passkeys_not_configured",
             InvalidCode => "invalid_code",
             MfaExpired => "mfa_expired",
             WrongCode => "invalid_credentials",

@@ -39,6 +39,7 @@ pub mod http;
 pub mod mail;
 pub mod mfa;
 pub mod oidc;
+pub mod passkeys;
 pub mod password;
 pub mod ratelimit;
 pub mod secrets;

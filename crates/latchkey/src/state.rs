@@ -60,6 +60,8 @@ struct Inner {
     verified_tokens: VerifiedTokens,
     profiles: ProfileCache,
     mailer: Mailer,
+    /// Passkeys' relying party; `None` when PUBLIC_URL's host is not a domain name.
+    relying_party: Option<crate::passkeys::RelyingParty>,
 }
 
 impl crate::mail::outbox::Outbox for Inner {
@@ -145,7 +147,15 @@ impl AppState {
             None => None,
         };
         let (mailer, reset_requests) = Mailer::new(&config, secrets_key.clone());
+        let relying_party = crate::passkeys::RelyingParty::from_config(&config);
+        if relying_party.is_none() {
+            tracing::warn!(
+                public_url = %config.public_url,
+                "passkeys are off: PUBLIC_URL's host is not a domain name"
+            );
+        }
         let state = Self(Arc::new(Inner {
+            relying_party,
             mailer,
             cookies: CookiePolicy::new(config.production),
             limiter: Limits(limiter.clone()),
@@ -313,6 +323,10 @@ impl AppState {
     /// Composes and queues mail (SPEC 10).
     pub fn mailer(&self) -> &Mailer {
         &self.0.mailer
+    }
+    /// The WebAuthn relying party (SPEC 11); `None` when passkeys are off.
+    pub fn relying_party(&self) -> Option<&crate::passkeys::RelyingParty> {
+        self.0.relying_party.as_ref()
     }
     /// The connection limits [`crate::serve`] should use (SPEC 8).
     pub fn serve_options(&self) -> crate::server::ServeOptions {

@@ -10,6 +10,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
+pub mod passkeys;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -42,6 +43,43 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/password/forgot", post(email::forgot))
         .route("/api/v1/auth/password/reset", post(email::reset))
         .route("/api/v1/auth/password/change", post(email::change_password))
+        .route(
+            "/api/v1/auth/passkeys/register/start",
+            post(passkeys::register_start),
+        )
+        .route(
+            "/api/v1/auth/passkeys/register/finish",
+            post(passkeys::register_finish),
+        )
+        .route(
+            "/api/v1/auth/passkeys/login/start",
+            post(passkeys::login_start),
+        )
+        .route(
+            "/api/v1/auth/passkeys/login/finish",
+            post(passkeys::login_finish),
+        )
+        .route("/api/v1/auth/passkeys", get(passkeys::list))
+        .route(
+            "/api/v1/auth/passkeys/{id}",
+            axum::routing::patch(passkeys::rename).delete(passkeys::remove),
+        )
+        .route(
+            "/api/v1/auth/mfa/passkey/start",
+            post(passkeys::second_factor_start),
+        )
+        .route(
+            "/api/v1/auth/mfa/passkey/finish",
+            post(passkeys::second_factor_finish),
+        )
+        .route(
+            "/api/v1/auth/reauthenticate/passkey/start",
+            post(passkeys::reauthenticate_start),
+        )
+        .route(
+            "/api/v1/auth/reauthenticate/passkey/finish",
+            post(passkeys::reauthenticate_finish),
+        )
         // Second factors and recent authentication (SPEC 11).
         .route("/api/v1/auth/mfa", get(mfa::status))
         .route("/api/v1/auth/mfa/totp/setup", post(mfa::totp_setup))

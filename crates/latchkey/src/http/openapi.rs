@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{PROBLEM_JSON, Problem};
-use crate::http::{auth, email, google, mfa, ops};
+use crate::http::{auth, email, google, mfa, ops, passkeys};
 
 /// Security scheme names, used in the handlers' `security(...)` annotations.
 pub const ACCESS_COOKIE: &str = "access_cookie";
@@ -27,13 +27,17 @@ pub const MFA_PENDING_COOKIE: &str = "mfa_pending_cookie";
         email::send_verification, email::verify, email::forgot, email::reset,
         email::change_password, email::change_email, email::confirm_email_change,
         google::login, google::callback,
+        passkeys::register_start, passkeys::register_finish, passkeys::login_start,
+        passkeys::login_finish, passkeys::list, passkeys::rename, passkeys::remove,
+        passkeys::second_factor_start, passkeys::second_factor_finish,
+        passkeys::reauthenticate_start, passkeys::reauthenticate_finish,
         mfa::status, mfa::totp_setup, mfa::totp_confirm, mfa::totp_disable,
         mfa::regenerate_recovery_codes, mfa::verify, mfa::reauthenticate,
         ops::jwks, ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, mfa::MfaRequiredResponse, mfa::LoginResponse, mfa::TotpSetupResponse, mfa::CodeRequest, mfa::RecoveryCodesResponse, mfa::MfaStatus, mfa::VerifyMethod, mfa::VerifyRequest, mfa::ReauthRequest, mfa::ReauthResponse)),
+    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, mfa::MfaRequiredResponse, mfa::LoginResponse, mfa::TotpSetupResponse, mfa::CodeRequest, mfa::RecoveryCodesResponse, mfa::MfaStatus, mfa::VerifyMethod, mfa::VerifyRequest, mfa::ReauthRequest, mfa::ReauthResponse, passkeys::CeremonyStarted, passkeys::RegisterFinishRequest, passkeys::LoginFinishRequest, passkeys::RenameRequest, passkeys::PasskeyView, passkeys::PasskeyResponse, passkeys::PasskeyList)),
     modifiers(&SecuritySchemes, &BodyTransportResponses),
-    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "mfa"), (name = "ops")),
+    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "mfa"), (name = "passkeys"), (name = "ops")),
 )]
 struct ApiDoc;
 

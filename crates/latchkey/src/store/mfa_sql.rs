@@ -81,7 +81,8 @@ impl UserFactors {
 /// `$1` user: (confirmed TOTP, unused recovery codes).
 pub(crate) const USER_FACTORS: &str = "SELECT \
      EXISTS (SELECT 1 FROM mfa_totp WHERE user_id = $1 AND confirmed_at IS NOT NULL), \
-     (SELECT COUNT(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL)";
+     (SELECT COUNT(*) FROM mfa_recovery_codes WHERE user_id = $1 AND used_at IS NULL), \
+     (SELECT COUNT(*) FROM passkeys WHERE user_id = $1)";
 
 pub(crate) const TOTP_SELECT: &str =
     "SELECT secret, key_id, created_at, confirmed_at, last_step FROM mfa_totp WHERE user_id = $1";

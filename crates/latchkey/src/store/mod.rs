@@ -7,6 +7,7 @@
 
 mod mail_sql;
 mod mfa_sql;
+mod passkey_sql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -356,6 +357,59 @@ pub struct MailStats {
     pub oldest_unsent_at: Option<i64>,
 }
 
+/// A registered passkey (SPEC 11). `credential` is webauthn-rs's serialized `Passkey`: the
+/// credential id, public key, signature counter and flags — public material, kept in clear.
+#[derive(Debug, Clone)]
+pub struct PasskeyRecord {
+    /// The API's id for it.
+    pub id: uuid::Uuid,
+    pub user_id: UserId,
+    /// The WebAuthn credential id (raw bytes), unique across all users.
+    pub credential_id: Vec<u8>,
+    /// webauthn-rs's `Passkey` as JSON.
+    pub credential: String,
+    pub name: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// What a WebAuthn ceremony in progress is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CeremonyKind {
+    /// Adding a passkey to a signed-in account.
+    Register,
+    /// Signing in with a discoverable passkey.
+    Login,
+    /// The second step of a password sign-in, with one of the user's passkeys.
+    SecondFactor,
+    /// Proving who a signed-in user is again, with one of their passkeys.
+    Reauthenticate,
+}
+
+impl CeremonyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CeremonyKind::Register => "register",
+            CeremonyKind::Login => "login",
+            CeremonyKind::SecondFactor => "second_factor",
+            CeremonyKind::Reauthenticate => "reauthenticate",
+        }
+    }
+}
+
+/// A WebAuthn ceremony in progress: webauthn-rs's state for it (JSON), keyed by the SHA-256
+/// of the ceremony id the browser holds. Single use, short-lived.
+#[derive(Debug, Clone)]
+pub struct CeremonyRecord {
+    pub id_hash: TokenHash,
+    pub kind: CeremonyKind,
+    /// The account it is for; none for a discoverable sign-in.
+    pub user_id: Option<UserId>,
+    pub state: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 /// One write of an account change. [`Store::apply`] makes a list of them in one
 /// transaction: all or nothing. That is how mail goes out with the change that causes it
 /// (SPEC 10: the outbox row is written in the same transaction).
@@ -403,6 +457,14 @@ pub enum Change<'a> {
     },
     /// Queues a message (its body already sealed).
     Enqueue(&'a OutboxEntry),
+    /// Deletes one of `user`'s passkeys. Refused ([`StoreError::Refused`]) when there is no
+    /// such passkey or when it is the account's last way in: no password, no linked
+    /// identity and no other passkey (SPEC 11). Checked and deleted under the user's row
+    /// lock, so two deletions can never each leave the other as the last one.
+    DeletePasskey {
+        user: UserId,
+        id: uuid::Uuid,
+    },
     /// Turns the user's TOTP secret set up at `created_at` on, with the code of `step`.
     /// Refused unless that very setup is still unconfirmed.
     ConfirmTotp {
@@ -521,6 +583,32 @@ pub trait Store: Send + Sync + 'static {
     async fn prune_sessions(&self, before: i64) -> Result<u64>;
     /// Sessions revoked at or after `since`, with when.
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>>;
+
+    // --- passkeys (SPEC 11) ---
+    /// Registers a passkey. [`StoreError::Conflict`] when its credential id is registered
+    /// already (to anyone).
+    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<()>;
+    /// The user's passkeys, oldest first.
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>>;
+    /// The passkey with this WebAuthn credential id, whoever's it is.
+    async fn passkey_by_credential_id(&self, credential_id: &[u8])
+    -> Result<Option<PasskeyRecord>>;
+    /// Renames one of `user`'s passkeys; false when there is no such passkey.
+    async fn rename_passkey(&self, user: UserId, id: uuid::Uuid, name: &str) -> Result<bool>;
+    /// Records a sign-in with the passkey: `last_used_at`, and its updated credential (the
+    /// signature counter, backup state) when webauthn-rs changed it.
+    async fn touch_passkey(&self, id: uuid::Uuid, credential: Option<&str>, now: i64)
+    -> Result<()>;
+    /// Stores a ceremony's state; ceremonies that expired before `now` are deleted first.
+    async fn insert_ceremony(&self, ceremony: &CeremonyRecord, now: i64) -> Result<()>;
+    /// Takes (deletes and returns) the ceremony with this id hash if it is of `kind` and
+    /// unexpired at `now`: a ceremony is used at most once, whatever its outcome.
+    async fn take_ceremony(
+        &self,
+        id_hash: &TokenHash,
+        kind: CeremonyKind,
+        now: i64,
+    ) -> Result<Option<CeremonyRecord>>;
 
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>>;
     /// Inserts a key; when `retire_others_at` is set, marks every other unretired key retired

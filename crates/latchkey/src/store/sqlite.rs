@@ -16,10 +16,14 @@ use super::mail_sql::{
     PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
     mail_stats_from, outbox_entry,
 };
+use super::passkey_sql::{
+    DELETE_PASSKEY, INSERT_CEREMONY, INSERT_PASSKEY, PASSKEY_COLUMNS, PRUNE_CEREMONIES,
+    RENAME_PASSKEY, TAKE_CEREMONY, TOUCH_PASSKEY, ceremony_from, passkey_from,
+};
 use super::{
-    Change, EmailToken, KeyRecord, MailOutcome, MailStats, NewIdentity, NewUser, OutboxEntry,
-    Resealer, Result, SecretRow, SessionRecord, Store, StoreError, StoredSecret, TokenHash,
-    TokenMatch, UserRecord, classify, hash_from_vec,
+    CeremonyKind, CeremonyRecord, Change, EmailToken, KeyRecord, MailOutcome, MailStats,
+    NewIdentity, NewUser, OutboxEntry, PasskeyRecord, Resealer, Result, SecretRow, SessionRecord,
+    Store, StoreError, StoredSecret, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec,
 };
 use crate::domain::{Email, SessionId, UserId};
 
@@ -626,6 +630,112 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    // --- passkeys (SPEC 11) ---
+    async fn insert_passkey(&self, p: &PasskeyRecord) -> Result<()> {
+        sqlx::query(INSERT_PASSKEY)
+            .bind(p.id.to_string())
+            .bind(p.user_id.0.to_string())
+            .bind(&p.credential_id)
+            .bind(&p.credential)
+            .bind(&p.name)
+            .bind(p.created_at)
+            .bind(p.last_used_at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>> {
+        let rows: Vec<SqlitePasskeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(user.0.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.into_iter().map(sqlite_passkey).collect()
+    }
+
+    async fn passkey_by_credential_id(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<PasskeyRecord>> {
+        let row: Option<SqlitePasskeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE credential_id = $1"
+        )))
+        .bind(credential_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        row.map(sqlite_passkey).transpose()
+    }
+
+    async fn rename_passkey(&self, user: UserId, id: uuid::Uuid, name: &str) -> Result<bool> {
+        let r = sqlx::query(RENAME_PASSKEY)
+            .bind(name)
+            .bind(id.to_string())
+            .bind(user.0.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn touch_passkey(
+        &self,
+        id: uuid::Uuid,
+        credential: Option<&str>,
+        now: i64,
+    ) -> Result<()> {
+        sqlx::query(TOUCH_PASSKEY)
+            .bind(now)
+            .bind(credential)
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn insert_ceremony(&self, c: &CeremonyRecord, now: i64) -> Result<()> {
+        sqlx::query(PRUNE_CEREMONIES)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        sqlx::query(INSERT_CEREMONY)
+            .bind(&c.id_hash[..])
+            .bind(c.kind.as_str())
+            .bind(c.user_id.map(|u| u.0.to_string()))
+            .bind(&c.state)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn take_ceremony(
+        &self,
+        id_hash: &TokenHash,
+        kind: CeremonyKind,
+        now: i64,
+    ) -> Result<Option<CeremonyRecord>> {
+        type Row = (Vec<u8>, String, Option<String>, String, i64, i64);
+        let row: Option<Row> = sqlx::query_as(TAKE_CEREMONY)
+            .bind(&id_hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        let Some((id, k, user, state, created, expires)) = row else {
+            return Ok(None);
+        };
+        let user = user.as_deref().map(parse_id).transpose()?;
+        ceremony_from((id, k, user, state, created, expires), kind, now)
+    }
+
     async fn signing_keys(&self) -> Result<Vec<KeyRecord>> {
         type Row = (
             String,
@@ -1010,6 +1120,20 @@ async fn apply_one(
             revoked.extend(parse_session_ids(ids)?);
             Ok(())
         }
+        Change::DeletePasskey { user, id } => {
+            // One writer at a time (BEGIN IMMEDIATE): the check and the delete are atomic.
+            let r = sqlx::query(DELETE_PASSKEY)
+                .bind(id.to_string())
+                .bind(user.0.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(classify)?;
+            if r.rows_affected() == 1 {
+                Ok(())
+            } else {
+                Err(StoreError::Refused)
+            }
+        }
         Change::Enqueue(m) => {
             let body = m.body.as_ref();
             sqlx::query(ENQUEUE)
@@ -1028,6 +1152,23 @@ async fn apply_one(
         | Change::DeleteTotp { .. }
         | Change::ReplaceRecoveryCodes { .. } => mfa::apply_one(tx, change).await.map(|_| ()),
     }
+}
+
+/// A passkey row as SQLite returns it (ids as TEXT).
+type SqlitePasskeyRow = (String, String, Vec<u8>, String, String, i64, Option<i64>);
+
+fn sqlite_passkey(
+    (id, user, cid, cred, name, created, used): SqlitePasskeyRow,
+) -> Result<PasskeyRecord> {
+    Ok(passkey_from((
+        parse_uuid(&id)?,
+        parse_id(&user)?,
+        cid,
+        cred,
+        name,
+        created,
+        used,
+    )))
 }
 
 /// Session ids as SQLite returns them (TEXT).

@@ -15,7 +15,7 @@ fn uid(user: UserId) -> uuid::Uuid {
 }
 
 pub(super) async fn user_factors(pool: &PgPool, user: UserId) -> Result<UserFactors> {
-    let (totp, codes): (bool, i64) = sqlx::query_as(USER_FACTORS)
+    let (totp, codes, passkeys): (bool, i64, i64) = sqlx::query_as(USER_FACTORS)
         .bind(uid(user))
         .fetch_one(pool)
         .await
@@ -23,7 +23,7 @@ pub(super) async fn user_factors(pool: &PgPool, user: UserId) -> Result<UserFact
     Ok(UserFactors {
         totp,
         recovery_codes: u32::try_from(codes).unwrap_or(u32::MAX),
-        passkeys: 0,
+        passkeys: u32::try_from(passkeys).unwrap_or(u32::MAX),
     })
 }
 
