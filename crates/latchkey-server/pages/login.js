@@ -62,6 +62,14 @@ if (document.body.dataset.google === 'true') {
 const errorCode = params.get('error');
 if (errorCode) showError(messageFor(errorCode));
 
+// Back from Google (or another OpenID provider) for an account with a second factor (SPEC
+// 11): /login?mfa=totp,recovery_code&next=… with the second-factor cookie set. After
+// DOMContentLoaded, so that every module of the page (the passkey step) is listening.
+const mfaMethods = params.get('mfa');
+if (mfaMethods) {
+  document.addEventListener('DOMContentLoaded', () => showSecondStep(mfaMethods.split(',').filter(Boolean), next));
+}
+
 /**
  * @param {HTMLFormElement} form
  * @param {string} url

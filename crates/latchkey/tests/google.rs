@@ -1678,3 +1678,86 @@ async fn real_provider_cancel_is_oauth_denied() {
     assert_failed(&done, "oauth_denied");
     assert_eq!(user_count(&app).await, 0);
 }
+
+/// SPEC 11: a second factor enrolled here protects Google sign-in too. The callback of an
+/// account with TOTP sets only the second-factor cookie and sends the browser to the login
+/// page's second step; a recovery code (or TOTP) then signs in with `amr` fed + mfa.
+#[tokio::test]
+async fn an_account_with_a_second_factor_takes_the_second_step_after_google() {
+    let (_issuer, app) = setup().await;
+    let jar = assert_signed_in(&sign_in(&app, "").await, "/");
+    let post = |path: &'static str, cookie: String, body: Value| {
+        let app = &app;
+        async move {
+            let res = app
+                .http
+                .post(app.url(path))
+                .header(header::COOKIE, cookie)
+                .header(header::ORIGIN, app.base.clone())
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = res.status().as_u16();
+            let cookies = set_cookies(res.headers());
+            let body: Value = res.json().await.unwrap_or(Value::Null);
+            (status, body, cookies)
+        }
+    };
+    // Enrol TOTP right after signing in (a recent authentication).
+    let path = "/api/v1/auth/mfa/totp/setup";
+    let (s, setup, _) = post(path, jar.header_for(path), json!({})).await;
+    assert_eq!(s, 200, "{setup}");
+    let secret = totp_rs::Secret::try_from_base32(setup["secret"].as_str().unwrap()).unwrap();
+    let totp = totp_rs::Builder::new().with_secret(secret).build().unwrap();
+    let step = latchkey::clock::now_ms() / 1000 / 30;
+    let path = "/api/v1/auth/mfa/totp/confirm";
+    let code = totp.generate(step as u64 * 30).to_string();
+    let (s, done, _) = post(path, jar.header_for(path), json!({ "code": code })).await;
+    assert_eq!(s, 200, "{done}");
+    let recovery = done["recovery_codes"][0].as_str().unwrap().to_owned();
+
+    // Google again: no session, only the second step.
+    let res = sign_in(&app, "next=%2Faccount").await;
+    assert_eq!(res.status(), 302);
+    let to = location(&res);
+    assert!(
+        to.starts_with("/login?mfa=") && to.contains("totp") && to.ends_with("next=%2Faccount"),
+        "{to}"
+    );
+    assert_no_auth_cookies(&res);
+    assert_state_cleared(&res);
+    let pending = set_cookies(res.headers())
+        .into_iter()
+        .find(|(name, _, _)| name == "mfa_pending")
+        .expect("second-factor cookie set")
+        .1;
+
+    let (s, body, cookies) = post(
+        "/api/v1/auth/mfa/verify",
+        format!("mfa_pending={pending}"),
+        json!({"method": "recovery_code", "code": recovery}),
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let access = cookies
+        .iter()
+        .find(|(name, _, _)| name == "access_token")
+        .expect("signed in")
+        .1
+        .clone();
+    let claims: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(access.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let amr: Vec<&str> = claims["amr"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(amr.contains(&"fed") && amr.contains(&"mfa"), "{amr:?}");
+    assert!(!amr.contains(&"pwd"), "{amr:?}");
+}

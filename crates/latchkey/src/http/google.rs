@@ -11,7 +11,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::clock::now_ms;
 use crate::cookies::{
-    clear_oauth_state_cookie, read_cookie, set_auth_cookies, set_oauth_state_cookie,
+    clear_oauth_state_cookie, read_cookie, set_auth_cookies, set_mfa_pending_cookie,
+    set_oauth_state_cookie,
 };
 use crate::error::{ApiError, Problem};
 use crate::http::extract::ClientCtx;
@@ -81,7 +82,7 @@ pub async fn login(
         ("error" = Option<String>, Query, description = "Set by the provider when the user declined or the request failed"),
     ),
     responses(
-        (status = 302, description = "Success: to `next` with the access and refresh cookies. Failure: to `/login?error=CODE` (`oauth_state_mismatch`, `oauth_denied`, `oauth_failed`, `email_not_verified`) with no auth cookies. Either way the state cookie is cleared.",
+        (status = 302, description = "Success: to `next` with the access and refresh cookies; for an account with a second factor (SPEC 11), to `/login?mfa=METHODS&next=…` with only the second-factor cookie. Failure: to `/login?error=CODE` (`oauth_state_mismatch`, `oauth_denied`, `oauth_failed`, `email_not_verified`) with no auth cookies. Either way the state cookie is cleared.",
             headers(("Location" = String, description = "Redirect target"))),
         (status = 404, description = "`provider_not_configured`", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -93,15 +94,33 @@ pub async fn callback(
 ) -> Result<Response, ApiError> {
     let google = state.google().ok_or(ApiError::ProviderNotConfigured)?;
     match finish(&state, google, query.as_deref(), &headers, client).await {
-        Ok((tokens, next)) => {
+        Ok(Finished::SignedIn(tokens, next)) => {
             metrics::counter!("latchkey_logins_total", "method" => "google").increment(1);
             let mut out = HeaderMap::new();
             clear_oauth_state_cookie(state.cookies(), &mut out);
             set_auth_cookies(state.cookies(), &mut out, &tokens.cookies());
             Ok(found(out, &next))
         }
+        Ok(Finished::SecondFactor(started, next)) => {
+            metrics::counter!("latchkey_mfa_challenges_total").increment(1);
+            let mut out = HeaderMap::new();
+            clear_oauth_state_cookie(state.cookies(), &mut out);
+            set_mfa_pending_cookie(state.cookies(), &mut out, started.cookie_value);
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .append_pair("mfa", &started.methods.join(","))
+                .append_pair("next", &next)
+                .finish();
+            Ok(found(out, &format!("/login?{query}")))
+        }
         Err(f) => Ok(failed(&state, f)),
     }
+}
+
+/// How a successful callback ends: signed in, or (the account has a second factor, SPEC 11)
+/// at the second step, which the login page shows for `/login?mfa=METHODS`.
+enum Finished {
+    SignedIn(IssuedTokens, String),
+    SecondFactor(crate::mfa::pending::Started, String),
 }
 
 async fn finish(
@@ -110,7 +129,7 @@ async fn finish(
     query: Option<&str>,
     headers: &HeaderMap,
     client: ClientCtx,
-) -> Result<(IssuedTokens, String), OAuthFailure> {
+) -> Result<Finished, OAuthFailure> {
     let now = now_ms();
     // 1. The state must match a valid state cookie of ours, and is consumed at once, so
     //    whatever happens next, this callback cannot be replayed.
@@ -151,13 +170,25 @@ async fn finish(
         tracing::info!(user_id = %user.id, "google sign-in: account is disabled");
         return Err(OAuthFailure::Failed);
     }
+    // An account with a second factor takes the second step after Google too: the factor
+    // the user enrolled here protects every way in, not only the password.
+    let factors = state.store().user_factors(user.id).await?;
+    if factors.any() {
+        let started = crate::mfa::pending::start(state, user.id, crate::mfa::Amr::FED, &factors)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "google sign-in: second step could not start");
+                OAuthFailure::Failed
+            })?;
+        return Ok(Finished::SecondFactor(started, pending.next));
+    }
     let tokens = session::start(state, user.id, crate::mfa::Amr::FED, client.into())
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "google sign-in: session could not start");
             OAuthFailure::Failed
         })?;
-    Ok((tokens, pending.next))
+    Ok(Finished::SignedIn(tokens, pending.next))
 }
 
 #[cfg(test)]
