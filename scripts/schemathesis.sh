@@ -98,8 +98,14 @@ run_pass() {
     report=(--report "${SCHEMATHESIS_REPORTS:-junit,har}" --report-dir "$SCHEMATHESIS_REPORT_DIR/$mode")
   fi
   # From the pass's directory: schemathesis keeps its caches in the working directory.
+  # The passkey operations are excluded, for two reasons. This server's PUBLIC_URL is an IP
+  # address, which WebAuthn cannot use as a relying party, so they all answer 404
+  # `passkeys_not_configured`. Every ceremony also needs an authenticator's signature, which
+  # a fuzzer cannot produce. tests/passkeys.rs drives each of them over HTTP with a software
+  # authenticator (hostile inputs included), on SQLite and PostgreSQL.
   (cd "$dir" && LATCHKEY_AUTH=$mode python3 -m schemathesis.cli --config-file "$WORK/schemathesis.toml" \
-    run "$LATCHKEY_URL/api/v1/openapi.json" --checks all --no-color "${report[@]}" </dev/null) || rc=1
+    run "$LATCHKEY_URL/api/v1/openapi.json" --checks all --no-color "${report[@]}" \
+    --exclude-path-regex '^/api/v1/auth/(passkeys|mfa/passkey|reauthenticate/passkey)' </dev/null) || rc=1
 
   if ! kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "schemathesis: the server died during the run" >&2
