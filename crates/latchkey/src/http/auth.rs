@@ -42,17 +42,24 @@ pub struct SignupRequest {
 /// exactly the names signup accepts (the length bound is in the pattern because it counts
 /// after trimming).
 fn display_name_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .description(Some(
-            "Display name: at most 100 characters once trimmed of white space, with no control \
+    name_schema(
+        "Display name: at most 100 characters once trimmed of white space, with no control \
              characters (Cc), line or paragraph separators (Zl, Zp) or format characters (Cf: \
              bidi controls, zero-width space, …) other than U+200C and U+200D. Blank or null: \
              no name.",
-        ))
+        "Ada Lovelace",
+    )
+}
+
+/// A nullable string whose `pattern` is [`DisplayName::json_schema_pattern`]: every name the
+/// API takes (a user's, a passkey's) follows the display-name rule.
+pub(crate) fn name_schema(description: &str, example: &str) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .description(Some(description))
         .pattern(Some(DisplayName::json_schema_pattern()))
-        .examples(["Ada Lovelace"])
+        .examples([example])
         .build()
 }
 

@@ -78,17 +78,12 @@ pub struct RenameRequest {
 }
 
 fn passkey_name_schema() -> utoipa::openapi::schema::Object {
-    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
-    ObjectBuilder::new()
-        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
-        .description(Some(
-            "Passkey name: at most 100 characters once trimmed, the rules of a display name \
+    crate::http::auth::name_schema(
+        "Passkey name: at most 100 characters once trimmed, the rules of a display name \
              (no control, separator or format characters but U+200C/U+200D). Blank or null: \
              \"Passkey\".",
-        ))
-        .pattern(Some(DisplayName::json_schema_pattern()))
-        .examples(["Laptop"])
-        .build()
+        "Laptop",
+    )
 }
 
 /// A passkey as the API shows it.
