@@ -6,9 +6,7 @@ import { launchBrowser, newEmail, screenshot, signInThroughPage, startServer, wa
 
 let server, browser;
 before(async () => {
-  // localhost: the login page's passkey sign-in needs a relying party (an IP address cannot be one),
-  // else its background passkey request answers 404 and the console check below sees it.
-  server = await startServer('pages', { host: 'localhost' });
+  server = await startServer('pages');
   browser = await launchBrowser();
 });
 after(async () => {

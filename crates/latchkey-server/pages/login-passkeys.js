@@ -64,7 +64,11 @@ async function startConditional() {
   }
 }
 
-if (isSupported()) {
+// The server says whether it has a relying party (a domain-name PUBLIC_URL); without one the
+// page does not start ceremonies it cannot finish.
+const enabled = document.body.dataset.passkeys === 'true';
+
+if (enabled && isSupported()) {
   /** @type {HTMLElement} */ (document.getElementById('passkey-section')).hidden = false;
   // One divider under the sign-in buttons: Google's, when it is shown.
   if (document.body.dataset.google === 'true') {
@@ -100,7 +104,7 @@ document.addEventListener('latchkey:second-step', (event) => {
   conditional?.abort();
   conditional = null;
   conditionalBudget = 0;
-  if (!methods.includes('passkey') || !isSupported()) return;
+  if (!enabled || !methods.includes('passkey') || !isSupported()) return;
   const section = /** @type {HTMLElement} */ (document.getElementById('mfa-passkey-section'));
   const secondButton = /** @type {HTMLButtonElement} */ (document.getElementById('mfa-passkey'));
   section.hidden = false;

@@ -125,7 +125,18 @@ pub fn routes() -> Router<AppState> {
                 } else {
                     "false"
                 };
-                page(LOGIN.replace("__GOOGLE_ENABLED__", google))
+                // Passkeys need a relying party (a domain-name PUBLIC_URL): without one the
+                // page neither shows the button nor asks the server for a ceremony.
+                let passkeys = if state.relying_party().is_some() {
+                    "true"
+                } else {
+                    "false"
+                };
+                page(
+                    LOGIN
+                        .replace("__GOOGLE_ENABLED__", google)
+                        .replace("__PASSKEYS_ENABLED__", passkeys),
+                )
             }),
         )
         .route("/account", get(|| async { page(ACCOUNT.to_owned()) }))

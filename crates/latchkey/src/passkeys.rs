@@ -75,7 +75,7 @@ pub struct SignedIn {
     pub amr: Amr,
 }
 
-fn rp(state: &AppState) -> Result<&RelyingParty, ApiError> {
+pub(crate) fn rp(state: &AppState) -> Result<&RelyingParty, ApiError> {
     state.relying_party().ok_or(ApiError::PasskeysNotConfigured)
 }
 

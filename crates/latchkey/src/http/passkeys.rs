@@ -207,6 +207,8 @@ pub async fn login_start(
     State(state): State<AppState>,
     client: ClientCtx,
 ) -> Result<Json<CeremonyStarted>, ApiError> {
+    // A server without passkeys spends no one's sign-in budget on saying so.
+    passkeys::rp(&state)?;
     state.limiter().check_auth_ip(&client.rate_key).await?;
     Ok(started(passkeys::start_login(&state).await?))
 }
@@ -227,6 +229,7 @@ pub async fn login_finish(
     client: ClientCtx,
     ApiJson(req): ApiJson<LoginFinishRequest>,
 ) -> Result<Response, ApiError> {
+    passkeys::rp(&state)?;
     state.limiter().check_auth_ip(&client.rate_key).await?;
     let credential = passkeys::parse_credential(req.credential)?;
     let signed = passkeys::finish_login(&state, &req.ceremony, &credential).await?;
