@@ -617,3 +617,37 @@ async fn pruning_removes_only_dead_sessions() {
     let mut d = dead.clone();
     assert_eq!(app.refresh(&mut d).await.0, 401);
 }
+
+/// Issue 14: pruning deletes in batches of `PRUNE_BATCH` rows; every dead session of a large
+/// prune goes (more than two batches here), and no live one.
+#[tokio::test]
+async fn pruning_in_batches_removes_every_dead_session_and_no_live_one() {
+    use latchkey::session::{self, ClientInfo};
+    use latchkey::store::PRUNE_BATCH;
+    let app = spawn_with(|c| c.refresh_ttl = Duration::from_millis(500)).await;
+    let owner = app.signup(&unique_email("many")).await;
+    let me: serde_json::Value = app.get("/api/v1/me", &owner).await.json().await.unwrap();
+    let user: latchkey::domain::UserId = me["id"].as_str().unwrap().parse().unwrap();
+    let n = 2 * PRUNE_BATCH + 17;
+    for _ in 0..n {
+        session::start(
+            &app.state,
+            user,
+            latchkey::mfa::Amr::PWD,
+            ClientInfo::default(),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let live = app.signup(&unique_email("live")).await;
+    let now = latchkey::clock::now_ms();
+    // The owner's signup session expired too: n + 1.
+    assert_eq!(
+        app.state.store().prune_sessions(now).await.unwrap(),
+        n as u64 + 1
+    );
+    assert_eq!(app.state.store().prune_sessions(now).await.unwrap(), 0);
+    let mut l = live.clone();
+    assert_eq!(app.refresh(&mut l).await.0, 200, "the live one stays");
+}

@@ -579,7 +579,8 @@ pub trait Store: Send + Sync + 'static {
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>>;
     /// Deletes sessions (and their retired tokens) that expired or were revoked before
     /// `before`; returns how many. Called periodically with a cut-off past the point where
-    /// any token of theirs could still verify.
+    /// any token of theirs could still verify. At most [`PRUNE_MAX`] per call (the rest the
+    /// next time), deleted in write transactions of [`PRUNE_BATCH`] rows.
     async fn prune_sessions(&self, before: i64) -> Result<u64>;
     /// Sessions revoked at or after `since`, with when.
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>>;
@@ -711,6 +712,12 @@ pub async fn connect(database_url: &secrecy::SecretString) -> Result<Arc<dyn Sto
         ))
     }
 }
+
+/// Sessions one [`Store::prune_sessions`] call deletes at most (their ids are held in
+/// memory meanwhile: 100k × 16 bytes).
+pub const PRUNE_MAX: usize = 100_000;
+/// Sessions deleted per write transaction by [`Store::prune_sessions`].
+pub const PRUNE_BATCH: usize = 500;
 
 pub(crate) fn hash_from_vec(v: Vec<u8>) -> Result<TokenHash> {
     v.try_into()

@@ -536,12 +536,32 @@ impl Store for PostgresStore {
     }
 
     async fn prune_sessions(&self, before: i64) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM sessions WHERE absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1")
+        // As on SQLite: one read, then short deletes of PRUNE_BATCH rows (row locks held
+        // briefly; a refresh never waits behind a prune of the whole table).
+        const EXPIRED: &str = "absolute_expires_at < $1 OR idle_expires_at < $1 OR revoked_at < $1";
+        let ids: Vec<(Uuid,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id FROM sessions WHERE {EXPIRED} LIMIT $2"
+        )))
+        .bind(before)
+        .bind(super::PRUNE_MAX as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let mut pruned = 0;
+        for chunk in ids.chunks(super::PRUNE_BATCH) {
+            let chunk: Vec<Uuid> = chunk.iter().map(|r| r.0).collect();
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM sessions WHERE id = ANY($2) AND ({EXPIRED})"
+            )))
             .bind(before)
+            .bind(chunk)
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected())
+            pruned += r.rows_affected();
+            tokio::task::yield_now().await;
+        }
+        Ok(pruned)
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {

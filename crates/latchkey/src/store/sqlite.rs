@@ -610,12 +610,35 @@ impl Store for SqliteStore {
     }
 
     async fn prune_sessions(&self, before: i64) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM sessions WHERE absolute_expires_at < ?1 OR idle_expires_at < ?1 OR revoked_at < ?1")
+        // One read finds them (a WAL reader never blocks the writer), then short write
+        // transactions of PRUNE_BATCH rows each, so a large prune never holds the single
+        // writer for long (issue 14: one DELETE of 200k rows stalled every refresh).
+        const EXPIRED: &str = "absolute_expires_at < ?1 OR idle_expires_at < ?1 OR revoked_at < ?1";
+        let rowids: Vec<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT rowid FROM sessions WHERE {EXPIRED} LIMIT ?2"
+        )))
+        .bind(before)
+        .bind(super::PRUNE_MAX as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        let mut pruned = 0;
+        for chunk in rowids.chunks(super::PRUNE_BATCH) {
+            let ids = serde_json::to_string(&chunk.iter().map(|r| r.0).collect::<Vec<_>>())
+                .map_err(|e| StoreError::Other(e.into()))?;
+            // The condition again: a session refreshed since the read stays.
+            let r = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM sessions WHERE rowid IN (SELECT value FROM json_each(?2)) AND ({EXPIRED})"
+            )))
             .bind(before)
+            .bind(ids)
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected())
+            pruned += r.rows_affected();
+            tokio::task::yield_now().await;
+        }
+        Ok(pruned)
     }
 
     async fn revoked_since(&self, since: i64) -> Result<Vec<(SessionId, i64)>> {
