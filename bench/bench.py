@@ -6,9 +6,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target/release/latchkey")
 ARGON = os.path.join(ROOT, "target/release/examples/argon2_capacity")
 LUA = os.path.join(ROOT, "bench/lua")
-DUR = int(sys.argv[1]) if len(sys.argv) > 1 else 10
+DUR = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 10
 PASSWORD = "bench password 123"
 PG_ADMIN = os.environ.get("LATCHKEY_TEST_POSTGRES", "postgres://postgres@127.0.0.1:5432/postgres")
+# Required with PostgreSQL (SPEC 2); a fixed bench-only key.
+SECRETS_KEY = os.environ.get("SECRETS_KEY", "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8=")
 
 
 def free_port():
@@ -16,15 +18,15 @@ def free_port():
 
 
 class Server:
-    def __init__(self, db_url, workdir):
+    def __init__(self, db_url, workdir, extra_env=None, log=None):
         self.port = free_port()
         env = dict(os.environ, DATABASE_URL=db_url, LISTEN_ADDR=f"127.0.0.1:{self.port}",
                    PUBLIC_URL=f"http://127.0.0.1:{self.port}", TRUSTED_PROXIES="127.0.0.1",
-                   LOG_FORMAT="json", RUST_LOG="warn",
-                   # Required with PostgreSQL (SPEC 2); a fixed bench-only key.
-                   SECRETS_KEY=os.environ.get("SECRETS_KEY", "zpMxY6ELREkcE3Drna0VwrpJxQsHuMm8p8IYx3MDrs8="))
+                   LOG_FORMAT="json", RUST_LOG="warn", SECRETS_KEY=SECRETS_KEY)
+        env.update(extra_env or {})
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen([BIN], cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([BIN], cwd=workdir, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=log if log is not None else subprocess.DEVNULL)
         while True:
             try:
                 c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
