@@ -232,6 +232,12 @@ def report(res):
         json.dump(res, f, indent=2)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!bench/results.json", ":!bench/RESULTS.md"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # The Scale section (bench/scale.py) is kept as it is.
+    scale = ""
+    if os.path.exists(os.path.join(ROOT, "bench/RESULTS.md")):
+        old = open(os.path.join(ROOT, "bench/RESULTS.md")).read()
+        if "<!-- scale:start" in old:
+            scale = "\n" + old[old.index("<!-- scale:start"):]
     with open(os.path.join(ROOT, "bench/RESULTS.md"), "w") as f:
         f.write("# Benchmark results\n\n")
         f.write(f"Produced by `bash bench/run.sh {DUR}` at commit `{commit}`{' (with uncommitted changes)' if dirty else ''}, "
@@ -262,6 +268,7 @@ def report(res):
   the one above: hashing threads unmap their Argon2 buffer after 3 s idle (target ≤ 20 MB;
   before, each thread kept its 19 MiB for ever).
 """)
+        f.write(scale)
 
 
 if __name__ == "__main__":

@@ -519,10 +519,17 @@ impl Store for PostgresStore {
     }
 
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>> {
+        // One statement per case (issue 14): a generic plan of `($2 IS NULL OR user_id = $2)`
+        // cannot use the user index.
+        let only = if user.is_some() {
+            "s.user_id = $2 AND"
+        } else {
+            "$2::uuid IS NULL AND"
+        };
         let q = sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions s \
-             WHERE s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.absolute_expires_at > $1 \
-             AND ($2::uuid IS NULL OR s.user_id = $2) ORDER BY s.last_used_at DESC"
+             WHERE {only} s.revoked_at IS NULL AND s.idle_expires_at > $1 AND s.absolute_expires_at > $1 \
+             ORDER BY s.last_used_at DESC"
         ));
         sqlx::query_as::<_, SessionRow>(q)
             .bind(now)

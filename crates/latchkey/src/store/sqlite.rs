@@ -464,8 +464,12 @@ impl Store for SqliteStore {
         &self,
         hash: &TokenHash,
     ) -> Result<Option<(SessionRecord, TokenMatch)>> {
+        // Two indexed lookups, whatever the planner's statistics say (issue 14: after an
+        // ANALYZE of sessions whose previous hashes were mostly NULL, `current_hash = ?1 OR
+        // previous_hash = ?1` became a scan of the whole table).
         let q = sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE current_hash = ?1 OR previous_hash = ?1 LIMIT 1"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE current_hash = ?1 \
+             UNION ALL SELECT {SESSION_COLUMNS} FROM sessions WHERE previous_hash = ?1 LIMIT 1"
         ));
         let row = sqlx::query_as::<_, SessionRow>(q)
             .bind(&hash[..])
@@ -594,9 +598,16 @@ impl Store for SqliteStore {
     }
 
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>> {
+        // One statement per case (issue 14): `(?2 IS NULL OR user_id = ?2)` let the planner
+        // walk every live session of every user through the revoked_at index.
+        let only = if user.is_some() {
+            "user_id = ?2 AND"
+        } else {
+            "?2 IS NULL AND"
+        };
         let q = sqlx::AssertSqlSafe(format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE revoked_at IS NULL AND idle_expires_at > ?1 AND absolute_expires_at > ?1 \
-             AND (?2 IS NULL OR user_id = ?2) ORDER BY last_used_at DESC"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE {only} revoked_at IS NULL AND idle_expires_at > ?1 \
+             AND absolute_expires_at > ?1 ORDER BY last_used_at DESC"
         ));
         sqlx::query_as::<_, SessionRow>(q)
             .bind(now)
