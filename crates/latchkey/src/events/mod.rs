@@ -219,7 +219,7 @@ pub fn logged(events: &[Event]) {
             user = e.user.map(|u| u.0.to_string()),
             session = e.session.map(|s| s.0.to_string()),
             ip = e.ip.as_deref(),
-            detail = %Value::Object(e.detail.clone()),
+            detail = %serde_json::Value::Object(e.detail.clone()),
             "security event"
         );
     }
