@@ -110,7 +110,7 @@ fn parse_query(raw: Option<&str>) -> Result<(i64, Option<i64>), ApiError> {
 }
 
 /// The signed-in user's security events, newest first.
-#[utoipa::path(get, path = "/api/v1/auth/events", tag = "events",
+#[utoipa::path(get, path = "/api/v1/auth/events", tag = "events", operation_id = "list_events",
     security(("access_cookie" = []), ("bearer" = [])),
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Events per page, 1 to 100 (default 20)", example = 10),
