@@ -406,7 +406,10 @@ impl Config {
         // SPEC 12: how long security events are kept.
         let events_retention = dur("EVENTS_RETENTION", "90d")?;
         if events_retention.is_zero() {
-            return Err(ConfigError::new("EVENTS_RETENTION", "must be greater than zero"));
+            return Err(ConfigError::new(
+                "EVENTS_RETENTION",
+                "must be greater than zero",
+            ));
         }
 
         let google = match (get("GOOGLE_CLIENT_ID"), get("GOOGLE_CLIENT_SECRET")) {

@@ -9,6 +9,8 @@ mod common;
 
 #[path = "passkeys/authenticator.rs"]
 mod authenticator;
+#[path = "events/cost.rs"]
+mod cost;
 #[path = "events/flows.rs"]
 mod flows;
 #[path = "events/listing.rs"]

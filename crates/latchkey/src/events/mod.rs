@@ -266,7 +266,14 @@ mod tests {
         for id in [1, 2, 255, 1 << 40, i64::MAX] {
             assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
         }
-        for bad in ["", "abc", "AAAAAAAAAAA", "%%%%%%%%%%%", "AAAAAAAAAAB", "/////////w_"] {
+        for bad in [
+            "",
+            "abc",
+            "AAAAAAAAAAA",
+            "%%%%%%%%%%%",
+            "AAAAAAAAAAB",
+            "/////////w_",
+        ] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
         }
         assert_eq!(decode_cursor(&encode_cursor(-5)), None);

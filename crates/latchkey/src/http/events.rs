@@ -91,7 +91,9 @@ fn parse_query(raw: Option<&str>) -> Result<(i64, Option<i64>), ApiError> {
                 let n = v
                     .parse::<i64>()
                     .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n) && v.bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|n| {
+                        (1..=MAX_LIMIT).contains(n) && v.bytes().all(|b| b.is_ascii_digit())
+                    })
                     .ok_or(ApiError::InvalidLimit)?;
                 if limit.replace(n).is_some() {
                     return Err(ApiError::InvalidLimit);
@@ -161,11 +163,32 @@ mod tests {
             parse_query(Some(&format!("cursor={c}&limit=100"))).unwrap(),
             (100, Some(42))
         );
-        for bad in ["limit=0", "limit=101", "limit=-1", "limit=+5", "limit=", "limit=a", "limit=1&limit=2"] {
-            assert_eq!(parse_query(Some(bad)).unwrap_err().code(), "invalid_limit", "{bad}");
+        for bad in [
+            "limit=0",
+            "limit=101",
+            "limit=-1",
+            "limit=+5",
+            "limit=",
+            "limit=a",
+            "limit=1&limit=2",
+        ] {
+            assert_eq!(
+                parse_query(Some(bad)).unwrap_err().code(),
+                "invalid_limit",
+                "{bad}"
+            );
         }
-        for bad in ["cursor=", "cursor=zz", "cursor=%41AAAAAAAAAA", &format!("cursor={c}&cursor={c}")] {
-            assert_eq!(parse_query(Some(bad)).unwrap_err().code(), "invalid_cursor", "{bad}");
+        for bad in [
+            "cursor=",
+            "cursor=zz",
+            "cursor=%41AAAAAAAAAA",
+            &format!("cursor={c}&cursor={c}"),
+        ] {
+            assert_eq!(
+                parse_query(Some(bad)).unwrap_err().code(),
+                "invalid_cursor",
+                "{bad}"
+            );
         }
     }
 }

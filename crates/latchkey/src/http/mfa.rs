@@ -18,11 +18,11 @@ use crate::clock::rfc3339;
 use crate::cookies::{clear_mfa_pending_cookie, set_access_cookie, set_mfa_pending_cookie};
 use crate::domain::UserId;
 use crate::error::{ApiError, Problem};
+use crate::events::{Event, EventKind};
 use crate::http::auth::{
     AuthResponse, UserView, recognised_device, signed_in_with_password, with_cookies,
 };
 use crate::http::email::{apply_with_mail, check_password, current_user};
-use crate::events::{Event, EventKind};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx};
 use crate::mail::MailKind;
 use crate::mfa::recovery::{self, RecoveryCode};

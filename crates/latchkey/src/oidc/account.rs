@@ -93,7 +93,10 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
                     .user(user.id)
                     .with("method", "oidc")
                     .with("issuer", id.issuer.clone());
-                match store.create_user_with_identity(user, &link, &[signup]).await {
+                match store
+                    .create_user_with_identity(user, &link, &[signup])
+                    .await
+                {
                     Ok(created) => {
                         tracing::info!(user_id = %created.id, "google sign-in: new user");
                         return Ok(created);

@@ -22,6 +22,7 @@ use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
+use super::events_sql::{INSERT_EVENT, PRUNE_EVENTS, SELECT_EVENTS_POSTGRES, detail_from};
 use super::mail_sql::{
     EMAIL_TOKEN_SELECT, ENQUEUE, INSERT_TOKEN, MAIL_STATS, OUTBOX_COLUMNS, OUTBOX_DUE, OutboxRow,
     PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
@@ -39,7 +40,6 @@ use super::{
 use crate::config::{Quota, RateLimits};
 use crate::domain::{Email, SessionId, UserId};
 use crate::events::{Event, EventKind, EventQuery, EventRecord};
-use super::events_sql::{INSERT_EVENT, PRUNE_EVENTS, SELECT_EVENTS_POSTGRES, detail_from};
 use crate::ratelimit::{Bucket, MemoryLimiter, RateLimiter};
 
 /// Connections per instance. Requests hold a connection for one or two short statements, so
@@ -465,8 +465,14 @@ impl Store for PostgresStore {
             }
             return Ok(done);
         }
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let r = sqlx::query(
+        // No event (tests, tools): the single INSERT; several: a transaction.
+        let single = events.is_empty();
+        let mut tx = if single {
+            None
+        } else {
+            Some(self.pool.begin().await.map_err(classify)?)
+        };
+        let q = sqlx::query(
             "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
         )
@@ -480,15 +486,19 @@ impl Store for PostgresStore {
         .bind(&s.user_agent)
         .bind(&s.ip)
         .bind(s.auth_time)
-        .bind(s.amr.to_text())
-        .execute(&mut *tx)
-        .await
+        .bind(s.amr.to_text());
+        let r = match tx.as_mut() {
+            Some(tx) => q.execute(&mut **tx).await,
+            None => q.execute(&self.pool).await,
+        }
         .map_err(classify)?;
         let done = r.rows_affected() == 1;
-        if done {
-            pg_insert_events(&mut tx, events).await?;
+        if let Some(mut tx) = tx {
+            if done {
+                pg_insert_events(&mut tx, events).await?;
+            }
+            pg_commit(tx, if done { events } else { &[] }).await?;
         }
-        pg_commit(tx, if done { events } else { &[] }).await?;
         Ok(done)
     }
 

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::events_sql::{INSERT_EVENT, PRUNE_EVENTS, SELECT_EVENTS_SQLITE, detail_from};
 use super::mail_sql::{
     EMAIL_TOKEN_SELECT, ENQUEUE, INSERT_TOKEN, MAIL_STATS, OUTBOX_COLUMNS, OUTBOX_DUE, OutboxRow,
     PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
@@ -27,7 +28,6 @@ use super::{
 };
 use crate::domain::{Email, SessionId, UserId};
 use crate::events::{Event, EventKind, EventQuery, EventRecord};
-use super::events_sql::{INSERT_EVENT, PRUNE_EVENTS, SELECT_EVENTS_SQLITE, detail_from};
 
 mod mfa;
 pub struct SqliteStore {
@@ -505,26 +505,33 @@ impl Store for SqliteStore {
     }
 
     async fn insert_session(&self, s: &SessionRecord, events: &[Event]) -> Result<bool> {
+        macro_rules! insert {
+            ($db:expr) => {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
+                )
+                .bind(s.id.0.to_string())
+                .bind(s.user_id.0.to_string())
+                .bind(&s.current_hash[..])
+                .bind(s.created_at)
+                .bind(s.last_used_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .bind(s.auth_time)
+                .bind(s.amr.to_text())
+                .execute($db)
+                .await
+                .map_err(classify)?
+            };
+        }
+        if events.is_empty() {
+            return Ok(insert!(&self.pool).rows_affected() == 1);
+        }
         let mut tx = self.write().await?;
-        let r = sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
-        )
-        .bind(s.id.0.to_string())
-        .bind(s.user_id.0.to_string())
-        .bind(&s.current_hash[..])
-        .bind(s.created_at)
-        .bind(s.last_used_at)
-        .bind(s.idle_expires_at)
-        .bind(s.absolute_expires_at)
-        .bind(&s.user_agent)
-        .bind(&s.ip)
-        .bind(s.auth_time)
-        .bind(s.amr.to_text())
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-        let done = r.rows_affected() == 1;
+        let done = insert!(&mut *tx).rows_affected() == 1;
         if done {
             insert_events_tx(&mut tx, events).await?;
         }

@@ -5,8 +5,8 @@ use serde_json::json;
 use crate::authenticator::{Claims, Credential};
 use crate::common::smtp::{Sink, use_sink};
 use crate::common::{PASSWORD, unique_email};
-use latchkey::events::EventQuery;
 use crate::*;
+use latchkey::events::EventQuery;
 
 #[tokio::test]
 async fn signup_login_and_a_failed_login_of_a_known_user_are_recorded() {
@@ -67,7 +67,11 @@ async fn refresh_is_no_event_but_reuse_logout_revocation_and_logout_all_are() {
     // A refresh writes nothing.
     let (s, _) = post(&app, &mut b, "/api/v1/auth/refresh", json!({})).await;
     assert_eq!(s, 200);
-    assert_eq!(events_of(&app, &mut b).await.len(), n, "refresh is no event");
+    assert_eq!(
+        events_of(&app, &mut b).await.len(),
+        n,
+        "refresh is no event"
+    );
 
     // Reuse: a rotated-away token presented after the grace window.
     let mut victim = logged_in(&app, &email).await;
@@ -208,7 +212,10 @@ async fn second_factor_events_enabled_failed_and_disabled() {
     assert_eq!(s, 204);
     let ev = events_of(&app, &mut b).await;
     assert_eq!(ev[0]["type"], "mfa_disabled");
-    assert_eq!(ev[0]["detail"], json!({"method": "totp", "last_factor": true}));
+    assert_eq!(
+        ev[0]["detail"],
+        json!({"method": "totp", "last_factor": true})
+    );
 }
 
 #[tokio::test]
@@ -381,7 +388,14 @@ async fn identity_linked_user_disabled_and_keys_rotated_outside_a_users_requests
     assert_eq!(linked.user, Some(user.id));
     assert_eq!(linked.detail, json!({"issuer": "https://issuer.example"}));
     // The address was never verified here, so the password's sessions were signed out.
-    let (s, _) = call(&app, &mut b, reqwest::Method::GET, "/api/v1/auth/events", None).await;
+    let (s, _) = call(
+        &app,
+        &mut b,
+        reqwest::Method::GET,
+        "/api/v1/auth/events",
+        None,
+    )
+    .await;
     assert_eq!(s, 401);
 
     // A scheduled or commanded key rotation: `keys_rotated`, of no user — in no one's list.

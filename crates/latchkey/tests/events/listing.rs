@@ -69,9 +69,16 @@ async fn pages_are_newest_first_without_overlap_and_the_last_has_no_cursor() {
         .iter()
         .filter_map(|e| e["detail"]["n"].as_u64())
         .collect();
-    assert_eq!(ns, (0..23).rev().collect::<Vec<u64>>(), "newest first, no overlap");
+    assert_eq!(
+        ns,
+        (0..23).rev().collect::<Vec<u64>>(),
+        "newest first, no overlap"
+    );
     assert_eq!(types(&seen[23..]), ["login_succeeded", "signup"]);
-    assert!(seen.iter().all(|e| e["time"].as_str().unwrap().ends_with('Z')));
+    assert!(
+        seen.iter()
+            .all(|e| e["time"].as_str().unwrap().ends_with('Z'))
+    );
 
     // The default page is 20; exactly `limit` left gives no further cursor.
     let (_, body) = page(&app, &mut b, "").await;

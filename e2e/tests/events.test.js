@@ -1,0 +1,44 @@
+// SPEC 12: "Recent security activity" on /account — the latest events, newest first, in text
+// only, with no CSP violation, console error or script error.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, newEmail, signInThroughPage, startServer, watch } from '../lib/harness.js';
+
+let server, browser;
+before(async () => {
+  server = await startServer('events');
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test('the account page lists the latest security events, newest first', async () => {
+  const email = newEmail('events');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const seen = watch(page);
+  await signInThroughPage(page, server.url, { email, signup: true });
+  const items = page.locator('#events li[data-testid="event"]');
+  await items.first().waitFor();
+  assert.deepEqual(await items.evaluateAll((els) => els.map((e) => e.dataset.type)), ['login_succeeded', 'signup']);
+  assert.match(await items.first().innerText(), /^Signed in · .+ · 127\.0\.0\.1$/);
+
+  // A wrong password for this account, from elsewhere: on the list after a reload, first.
+  const res = await fetch(`${server.url}/api/v1/auth/login`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', origin: server.url },
+    body: JSON.stringify({ email, password: 'not the password at all' }),
+  });
+  assert.equal(res.status, 401);
+  await page.reload();
+  await page.locator('#events li[data-type="login_failed"]').waitFor();
+  assert.equal(await items.first().getAttribute('data-type'), 'login_failed');
+  assert.match(await items.first().innerText(), /^Failed sign-in attempt/);
+  assert.ok(await page.locator('#events-empty').isHidden());
+  assert.equal(await page.locator('#events-error').innerText(), '');
+  assert.deepEqual(seen.consoleErrors, []);
+  assert.deepEqual(seen.pageErrors, []);
+  await context.close();
+});
