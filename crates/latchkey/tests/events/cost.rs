@@ -40,10 +40,16 @@ async fn login_session_insert_with_and_without_its_event() {
         })
         .await
         .unwrap();
-    let session = |n: u8| SessionRecord {
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let session = |_: usize| SessionRecord {
         id: SessionId::new(),
         user_id: user,
-        current_hash: [n; 32],
+        current_hash: {
+            let mut h = [0u8; 32];
+            let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            h[..8].copy_from_slice(&n.to_be_bytes());
+            h
+        },
         previous_hash: None,
         rotated_at: None,
         created_at: 1,
@@ -61,12 +67,12 @@ async fn login_session_insert_with_and_without_its_event() {
     for round in 0..2 {
         let t = Instant::now();
         for i in 0..N {
-            assert!(store.insert_session(&session(i as u8), &[]).await.unwrap());
+            assert!(store.insert_session(&session(i), &[]).await.unwrap());
         }
         let without = t.elapsed();
         let t = Instant::now();
         for i in 0..N {
-            let s = session(i as u8);
+            let s = session(i);
             let e = Event::new(EventKind::LoginSucceeded, 1)
                 .user(user)
                 .session(s.id)
