@@ -317,14 +317,20 @@ pub async fn login(
             attempt.failed();
             metrics::counter!("latchkey_login_failures_total").increment(1);
             // SPEC 12: `login_failed` for a known account only (an unknown address has no
-            // history to add it to).
+            // history to add it to). Written after the answer, not before it: the answer
+            // must take as long for an unknown address as for a known one.
             if let Some(u) = known {
                 let reason = if ok { "disabled" } else { "password" };
                 let event = Event::new(EventKind::LoginFailed, state.config().clock.now_ms())
                     .user(u.id)
                     .client(&client.into())
                     .with("reason", reason);
-                state.store().insert_events(&[event]).await?;
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = state.store().insert_events(&[event]).await {
+                        tracing::warn!(error = %e, "login_failed event not recorded");
+                    }
+                });
             }
             return Err(ApiError::InvalidCredentials);
         }

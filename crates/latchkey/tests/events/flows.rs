@@ -43,7 +43,17 @@ async fn signup_login_and_a_failed_login_of_a_known_user_are_recorded() {
     )
     .await;
     assert_eq!(s, 401);
-    assert_eq!(all_stored(&app).await.len(), before + 1);
+    // `login_failed` is written just after the answer (so the answer's timing says nothing
+    // of whether the account exists): wait for it.
+    let mut stored = all_stored(&app).await.len();
+    for _ in 0..200 {
+        if stored > before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        stored = all_stored(&app).await.len();
+    }
+    assert_eq!(stored, before + 1);
     let ev = events_of(&app, &mut b).await;
     let failed = &ev[0];
     assert_eq!(failed["type"], "login_failed");
