@@ -238,13 +238,19 @@ pub async fn prune(
     store.prune_events(cutoff).await
 }
 
+/// The cursors [`encode_cursor`] makes: 11 base64url characters of a big-endian non-negative
+/// `i64` — the first character's top bit clear, the last one's two unused bits clear.
+pub const CURSOR_PATTERN: &str = "^[A-Za-f][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048]$";
+
 /// The API's opaque cursor for "events older than this one".
 pub fn encode_cursor(id: i64) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id.to_be_bytes())
 }
 
-/// Reads a cursor made by [`encode_cursor`]; `None` for anything else.
+/// Reads a cursor made by [`encode_cursor`]; `None` for anything else. Every string of
+/// [`CURSOR_PATTERN`] is one (a non-negative id), so a client following the OpenAPI
+/// document never sends a refused cursor.
 pub fn decode_cursor(s: &str) -> Option<i64> {
     use base64::Engine as _;
     if s.len() != 11 {
@@ -254,7 +260,7 @@ pub fn decode_cursor(s: &str) -> Option<i64> {
         .decode(s)
         .ok()?;
     let id = i64::from_be_bytes(bytes.try_into().ok()?);
-    (id > 0 && encode_cursor(id) == s).then_some(id)
+    (id >= 0 && encode_cursor(id) == s).then_some(id)
 }
 
 #[cfg(test)]
@@ -263,20 +269,33 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_anything_else() {
-        for id in [1, 2, 255, 1 << 40, i64::MAX] {
-            assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+        let pattern = regex::Regex::new(CURSOR_PATTERN).unwrap();
+        for id in [0, 1, 2, 255, 1 << 40, i64::MAX] {
+            let c = encode_cursor(id);
+            assert_eq!(decode_cursor(&c), Some(id));
+            assert!(pattern.is_match(&c), "{c}");
         }
         for bad in [
             "",
             "abc",
-            "AAAAAAAAAAA",
             "%%%%%%%%%%%",
             "AAAAAAAAAAB",
             "/////////w_",
+            "vCEtFg9lV_j",
         ] {
             assert_eq!(decode_cursor(bad), None, "{bad}");
+            assert!(!pattern.is_match(bad), "{bad}");
         }
         assert_eq!(decode_cursor(&encode_cursor(-5)), None);
+        // Exactly the strings of the pattern are cursors (schemathesis sends any of them):
+        // the first and last characters over their whole range.
+        let b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for first in b64.chars() {
+            for last in b64.chars() {
+                let c = format!("{first}abcXYZ09_{last}");
+                assert_eq!(pattern.is_match(&c), decode_cursor(&c).is_some(), "{c}");
+            }
+        }
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn parse_query(raw: Option<&str>) -> Result<(i64, Option<i64>), ApiError> {
     security(("access_cookie" = []), ("bearer" = [])),
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Events per page, 1 to 100 (default 20)", example = 10),
-        ("cursor" = Option<String>, Query, min_length = 11, max_length = 11, pattern = "^[A-Za-z0-9_-]{11}$", description = "The `next_cursor` of the previous page (opaque); absent for the newest page", example = "AAAAAAAAACo"),
+        ("cursor" = Option<String>, Query, min_length = 11, max_length = 11, pattern = "^[A-Za-f][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048]$", description = "The `next_cursor` of the previous page (opaque); absent for the newest page", example = "AAAAAAAAACo"),
     ),
     responses(
         (status = 200, description = "The user's own events, newest first; `next_cursor` null on the last page", body = EventPage),

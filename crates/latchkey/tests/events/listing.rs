@@ -132,7 +132,8 @@ async fn bad_parameters_are_400_and_no_session_is_401() {
         ("?limit=1&limit=2", "invalid_limit"),
         ("?cursor=", "invalid_cursor"),
         ("?cursor=not-a-cursor", "invalid_cursor"),
-        ("?cursor=AAAAAAAAAAA", "invalid_cursor"),
+        ("?cursor=AAAAAAAAAAB", "invalid_cursor"),
+        ("?cursor=_AAAAAAAAAA", "invalid_cursor"),
         ("?cursor=%2F%2F%2F%2F", "invalid_cursor"),
     ] {
         let res = app
@@ -144,6 +145,17 @@ async fn bad_parameters_are_400_and_no_session_is_401() {
             .unwrap();
         assert_problem(res, 400, code).await;
     }
+    // The document's cursor pattern is the one the server accepts, exactly.
+    let doc = app.get_json("/api/v1/openapi.json").await;
+    let params = doc["paths"]["/api/v1/auth/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap();
+    let cursor = params.iter().find(|p| p["name"] == "cursor").unwrap();
+    assert_eq!(
+        cursor["schema"]["pattern"],
+        latchkey::events::CURSOR_PATTERN
+    );
+
     let (s, _) = page(&app, &mut b, "?unknown=1").await;
     assert_eq!(s, 200, "unknown parameters are ignored");
 
