@@ -389,7 +389,10 @@ async fn no_event_and_no_log_line_ever_holds_a_secret() {
     // The grep finds what it looks for: a secret anywhere, a code only where no digit
     // touches it.
     assert_eq!(secrets.found_in(&format!("x{PASSWORD}y")), [PASSWORD]);
-    assert_eq!(secrets.found_in(&format!("code={right}.")), [right.clone()]);
+    assert_eq!(
+        secrets.found_in(&format!("code={right}.")),
+        [right.as_str()]
+    );
     assert!(secrets.found_in(&format!("9{right}")).is_empty());
 
     // Every event of the tour, as stored and as the API and CLI show it.
