@@ -344,15 +344,23 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     let hash = latchkey::password::PasswordHasher::new(config.password, cores)?
                         .hash(password)
                         .await?;
-                    let user = store
-                        .create_user(NewUser {
-                            id: UserId::new(),
-                            email,
-                            name,
-                            password_hash: Some(hash),
-                            email_verified: verified,
-                            created_at: now_ms(),
-                        })
+                    let user = NewUser {
+                        id: UserId::new(),
+                        email,
+                        name,
+                        password_hash: Some(hash),
+                        email_verified: verified,
+                        created_at: now_ms(),
+                    };
+                    // SPEC 12: the account and its `signup` event, in one transaction.
+                    let signup = Event::new(EventKind::Signup, user.created_at)
+                        .user(user.id)
+                        .with("method", "admin");
+                    store
+                        .apply(&[
+                            latchkey::store::Change::CreateUser(&user),
+                            latchkey::store::Change::Record(&signup),
+                        ])
                         .await
                         .map_err(|e| match e {
                             latchkey::store::StoreError::Conflict => {

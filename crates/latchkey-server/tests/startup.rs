@@ -371,13 +371,19 @@ fn events_command_shows_all_users_events_with_filters_and_json() {
     }
 
     // Everyone's, newest first: each user's `user_disabled` (no session to revoke, so no
-    // `session_revoked`), and the key's rotation, of no user.
+    // `session_revoked`), the key's rotation (of no user), the accounts' `signup`.
     let (code, out, err) = run(&dir, &["events"], &vars);
     assert_eq!(code, 0, "{err}");
     let kinds: Vec<&str> = out.lines().map(|l| l.split('\t').nth(1).unwrap()).collect();
     assert_eq!(
         kinds,
-        ["user_disabled", "user_disabled", "keys_rotated"],
+        [
+            "user_disabled",
+            "user_disabled",
+            "keys_rotated",
+            "signup",
+            "signup"
+        ],
         "{out}"
     );
     assert!(out.lines().all(|l| l.split('\t').count() == 6), "{out}");
@@ -393,11 +399,14 @@ fn events_command_shows_all_users_events_with_filters_and_json() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
         .collect();
-    assert_eq!(lines.len(), 1, "{out}");
+    assert_eq!(lines.len(), 2, "{out}");
     assert_eq!(lines[0]["type"], "user_disabled");
     assert_eq!(lines[0]["detail"]["by"], "admin");
     assert!(lines[0]["user_id"].is_string() && lines[0]["session_id"].is_null());
     assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[1]["type"], "signup");
+    assert_eq!(lines[1]["detail"]["method"], "admin");
+    assert_eq!(lines[1]["user_id"], lines[0]["user_id"]);
 
     // By age and count; a bad age or an unknown user is refused, naming it.
     let (_, out, _) = run(&dir, &["events", "--since", "1h", "--limit", "2"], &vars);

@@ -439,6 +439,13 @@ pub async fn second_factor_finish(
             }
             Err(e) => {
                 attempt.failed();
+                let event = Event::new(EventKind::MfaFailed, state.config().clock.now_ms())
+                    .user(pending.user_id)
+                    .client(&client.into())
+                    .with("method", "passkey")
+                    .with("during", "sign_in")
+                    .with("error", e.code());
+                state.store().insert_events(&[event]).await?;
                 return Err(e);
             }
         };

@@ -229,9 +229,9 @@ async fn second_factor_events_enabled_failed_and_disabled() {
 }
 
 #[tokio::test]
-async fn passkey_added_and_removed() {
+async fn passkey_added_refused_as_second_step_and_removed() {
     let app = app().await;
-    let (_, mut b) = signed_up(&app).await;
+    let (email, mut b) = signed_up(&app).await;
     let (s, started) = post(
         &app,
         &mut b,
@@ -254,6 +254,39 @@ async fn passkey_added_and_removed() {
     let ev = events_of(&app, &mut b).await;
     assert_eq!(ev[0]["type"], "passkey_added");
     assert_eq!(ev[0]["detail"], json!({"passkey_id": id, "name": "Laptop"}));
+
+    // As the second step of a password sign-in, a response for another origin is refused:
+    // `mfa_failed` by passkey.
+    let mut two = Browser::default();
+    let (s, body) = post(
+        &app,
+        &mut two,
+        "/api/v1/auth/login",
+        json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!((s, body["mfa_required"].as_bool()), (200, Some(true)));
+    let (s, started) = post(&app, &mut two, "/api/v1/auth/mfa/passkey/start", json!({})).await;
+    assert_eq!(s, 200, "{started}");
+    let bad = Claims {
+        origin: "https://evil.example".into(),
+        ..Claims::default()
+    };
+    let assertion = cred.assert(&started["options"], &bad);
+    let (s, _) = post(
+        &app,
+        &mut two,
+        "/api/v1/auth/mfa/passkey/finish",
+        json!({"ceremony": started["ceremony"], "credential": assertion}),
+    )
+    .await;
+    assert_eq!(s, 400);
+    let ev = events_of(&app, &mut b).await;
+    assert_eq!(ev[0]["type"], "mfa_failed");
+    assert_eq!(
+        ev[0]["detail"],
+        json!({"method": "passkey", "during": "sign_in", "error": "passkey_invalid"})
+    );
 
     let (s, _) = call(
         &app,
