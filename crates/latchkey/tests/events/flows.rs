@@ -377,6 +377,40 @@ async fn mail_flows_record_verification_reset_and_changes() {
     );
     assert_eq!(ev[3]["ip"], "127.0.0.1");
 
+    // An address change whose new address another account takes meanwhile: the confirmation
+    // is refused inside its transaction (the link was already marked used in it), which rolls
+    // back — and records no `email_changed`.
+    let taken = unique_email("ev-taken");
+    let (s, _) = post(
+        &app,
+        &mut fresh,
+        "/api/v1/auth/email/change",
+        json!({"new_email": taken, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let link = sink
+        .wait_for(&taken, "Confirm your new email address")
+        .await;
+    let (s, _) = post(
+        &app,
+        &mut Browser::default(),
+        "/api/v1/auth/signup",
+        json!({"email": taken, "password": PASSWORD}),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let before = events_of(&app, &mut fresh).await.len();
+    let (s, _) = post(
+        &app,
+        &mut Browser::default(),
+        "/api/v1/auth/email/change/confirm",
+        json!({"token": link.token()}),
+    )
+    .await;
+    assert_eq!(s, 409);
+    assert_eq!(events_of(&app, &mut fresh).await.len(), before);
+
     // Change the address: nothing until the link is opened, then `email_changed`.
     let new_email = unique_email("ev-new");
     let (s, _) = post(
