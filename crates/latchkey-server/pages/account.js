@@ -6,6 +6,7 @@ import { toastAuthFail } from '/client/latchkey-toast.js';
 const { secureFetch } = createClient({ onAuthFail: toastAuthFail({ loginPath: '/login' }) });
 import { MESSAGES, busy, fieldError, jsonPost, link, messageIn, problemOf, retryText, say } from './flows.js';
 import { mountMfaSection } from './mfa.js';
+import { mountEventsSection } from './account-events.js';
 
 // Never show private data from the back/forward cache (e.g. after signing out): reload instead.
 addEventListener('pageshow', (event) => {
@@ -421,6 +422,8 @@ async function load() {
     for (const id of ['profile', 'security-section', 'sessions-section', 'signout-section']) $(id).hidden = false;
     // Second factors (SPEC 11): their own section, wired by mfa.js.
     mountMfaSection(secureFetch);
+    // Security events (SPEC 12): the latest few, by account-events.js.
+    mountEventsSection(secureFetch);
   } catch (error) {
     $('loading').hidden = true;
     showError(networkMessage(error));

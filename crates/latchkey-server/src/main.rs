@@ -2,6 +2,7 @@
 
 mod pages;
 
+use latchkey::events::{Event, EventKind, RevokedBy};
 use std::io::BufRead as _;
 use std::process::ExitCode;
 
@@ -38,6 +39,21 @@ enum Command {
     Sessions {
         #[command(subcommand)]
         cmd: SessionsCmd,
+    },
+    /// Show security events (SPEC 12) of every user, newest first.
+    Events {
+        /// Only this user's (email or id).
+        #[arg(long)]
+        user: Option<String>,
+        /// Only those of the last DURATION (e.g. 1h, 7d).
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// At most this many (default 100).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// One JSON object per line instead of tab-separated text.
+        #[arg(long)]
+        json: bool,
     },
     /// Inspect and rotate signing keys.
     Keys {
@@ -328,15 +344,23 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     let hash = latchkey::password::PasswordHasher::new(config.password, cores)?
                         .hash(password)
                         .await?;
-                    let user = store
-                        .create_user(NewUser {
-                            id: UserId::new(),
-                            email,
-                            name,
-                            password_hash: Some(hash),
-                            email_verified: verified,
-                            created_at: now_ms(),
-                        })
+                    let user = NewUser {
+                        id: UserId::new(),
+                        email,
+                        name,
+                        password_hash: Some(hash),
+                        email_verified: verified,
+                        created_at: now_ms(),
+                    };
+                    // SPEC 12: the account and its `signup` event, in one transaction.
+                    let signup = Event::new(EventKind::Signup, user.created_at)
+                        .user(user.id)
+                        .with("method", "admin");
+                    store
+                        .apply(&[
+                            latchkey::store::Change::CreateUser(&user),
+                            latchkey::store::Change::Record(&signup),
+                        ])
                         .await
                         .map_err(|e| match e {
                             latchkey::store::StoreError::Conflict => {
@@ -365,9 +389,18 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                 UsersCmd::Disable { user } => {
                     let u = find_user(&*store, &user).await?;
                     let now = now_ms();
-                    store.set_user_disabled(u.id, Some(now)).await?;
+                    let disabled = Event::new(EventKind::UserDisabled, now)
+                        .user(u.id)
+                        .with("by", RevokedBy::Admin.as_str());
+                    store
+                        .set_user_disabled(u.id, Some(now), &[disabled])
+                        .await?;
+                    let revoked = Event::new(EventKind::SessionRevoked, now)
+                        .user(u.id)
+                        .with("by", RevokedBy::Admin.as_str())
+                        .with("scope", "all");
                     let n = store
-                        .revoke_user_sessions(u.id, now, "user_disabled")
+                        .revoke_user_sessions(u.id, now, "user_disabled", &[revoked])
                         .await?
                         .len();
                     println!("disabled {} and revoked {n} session(s)", u.email);
@@ -399,13 +432,75 @@ async fn run(command: Command, config: Config) -> Result<(), BoxError> {
                     let sid: SessionId =
                         id.parse().map_err(|_| format!("not a session id: {id}"))?;
                     if store
-                        .revoke_session(sid, None, now_ms(), "revoked_by_admin")
+                        .revoke_session(
+                            sid,
+                            None,
+                            now_ms(),
+                            "revoked_by_admin",
+                            &[Event::new(EventKind::SessionRevoked, now_ms())
+                                .session(sid)
+                                .with("by", RevokedBy::Admin.as_str())],
+                        )
                         .await?
                     {
                         println!("revoked {sid}");
                     } else {
                         return Err(format!("no live session {sid}").into());
                     }
+                }
+            }
+            Ok(())
+        }
+        Command::Events {
+            user,
+            since,
+            limit,
+            json,
+        } => {
+            let store = open_store(&config).await?;
+            let user = match user {
+                Some(u) => Some(find_user(&*store, &u).await?.id),
+                None => None,
+            };
+            let since = match since {
+                Some(raw) => {
+                    let d = latchkey::config::parse_duration(&raw)
+                        .map_err(|m| format!("--since: {m}: {raw:?}"))?;
+                    Some(now_ms().saturating_sub(latchkey::clock::ms(d)))
+                }
+                None => None,
+            };
+            let events = store
+                .events(latchkey::events::EventQuery {
+                    user,
+                    before_id: None,
+                    since,
+                    limit: i64::from(limit.max(1)),
+                })
+                .await?;
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+            for e in events {
+                if json {
+                    let line = serde_json::json!({
+                        "type": e.kind,
+                        "time": rfc3339(e.at),
+                        "user_id": e.user.map(|u| u.0),
+                        "session_id": e.session.map(|s| s.0),
+                        "ip": e.ip,
+                        "user_agent": e.user_agent,
+                        "detail": e.detail,
+                    });
+                    println!("{line}");
+                } else {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}",
+                        rfc3339(e.at),
+                        e.kind,
+                        dash(e.user.map(|u| u.to_string())),
+                        dash(e.session.map(|s| s.to_string())),
+                        dash(e.ip),
+                        e.detail
+                    );
                 }
             }
             Ok(())

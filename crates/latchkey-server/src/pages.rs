@@ -53,6 +53,11 @@ fn static_file(name: &str) -> Option<(&'static str, &'static str)> {
             include_str!("../pages/account-passkeys.js"),
             "text/javascript; charset=utf-8",
         ),
+        // Security events (SPEC 12): the account page's recent activity.
+        "account-events.js" => (
+            include_str!("../pages/account-events.js"),
+            "text/javascript; charset=utf-8",
+        ),
         "account.js" => (
             include_str!("../pages/account.js"),
             "text/javascript; charset=utf-8",

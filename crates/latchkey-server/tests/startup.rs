@@ -338,6 +338,90 @@ fn admin_subcommands_manage_users_sessions_and_keys() {
     }
 }
 
+/// SPEC 12: `latchkey events` shows every user's events (and those of no user), filters by
+/// user and age, and prints JSON lines with `--json`.
+#[test]
+fn events_command_shows_all_users_events_with_filters_and_json() {
+    let dir = tempdir();
+    let db = format!("sqlite://{}", dir.join("events.db").display());
+    let vars = [("DATABASE_URL", db.as_str())];
+    for email in ["ann@example.com", "bob@example.com"] {
+        let mut child = Command::new(BIN)
+            .args(["users", "create", "--email", email])
+            .current_dir(&dir)
+            .envs(vars)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long enough password\n")
+            .unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+    }
+    let (code, _, _) = run(&dir, &["keys", "rotate"], &vars);
+    assert_eq!(code, 0);
+    for who in ["ann@example.com", "bob@example.com"] {
+        let (code, _, err) = run(&dir, &["users", "disable", who], &vars);
+        assert_eq!(code, 0, "{err}");
+    }
+
+    // Everyone's, newest first: each user's `user_disabled` (no session to revoke, so no
+    // `session_revoked`), the key's rotation (of no user), the accounts' `signup`.
+    let (code, out, err) = run(&dir, &["events"], &vars);
+    assert_eq!(code, 0, "{err}");
+    let kinds: Vec<&str> = out.lines().map(|l| l.split('\t').nth(1).unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "user_disabled",
+            "user_disabled",
+            "keys_rotated",
+            "signup",
+            "signup"
+        ],
+        "{out}"
+    );
+    assert!(out.lines().all(|l| l.split('\t').count() == 6), "{out}");
+
+    // One user's, as JSON lines.
+    let (code, out, _) = run(
+        &dir,
+        &["events", "--user", "bob@example.com", "--json"],
+        &vars,
+    );
+    assert_eq!(code, 0);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert_eq!(lines[0]["type"], "user_disabled");
+    assert_eq!(lines[0]["detail"]["by"], "admin");
+    assert!(lines[0]["user_id"].is_string() && lines[0]["session_id"].is_null());
+    assert!(lines[0]["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(lines[1]["type"], "signup");
+    assert_eq!(lines[1]["detail"]["method"], "admin");
+    assert_eq!(lines[1]["user_id"], lines[0]["user_id"]);
+
+    // By age and count; a bad age or an unknown user is refused, naming it.
+    let (_, out, _) = run(&dir, &["events", "--since", "1h", "--limit", "2"], &vars);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, _, err) = run(&dir, &["events", "--since", "soon"], &vars);
+    assert_ne!(code, 0);
+    assert!(err.contains("--since"), "{err}");
+    let (code, _, err) = run(&dir, &["events", "--user", "nobody@example.com"], &vars);
+    assert_ne!(code, 0);
+    assert!(err.contains("no such user"), "{err}");
+    let (code, out, _) = run(&dir, &["events", "--help"], &[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--json") && out.contains("--since"), "{out}");
+}
+
 fn mode(path: &std::path::Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path)

@@ -215,6 +215,8 @@ pub struct Config {
     /// `KEY_ROTATION_INTERVAL` (SPEC 13): how long each signing key signs before the next
     /// takes over; `None` (`off`): only `latchkey keys rotate` rotates.
     pub key_rotation_interval: Option<Duration>,
+    /// `EVENTS_RETENTION` (SPEC 12): security events older than this are pruned (90 days).
+    pub events_retention: Duration,
     /// The JWKS's `Cache-Control: max-age` (60 s; set in code, no environment variable).
     pub jwks_max_age: Duration,
     /// `MAX_CONNECTIONS`: client connections held at most, before fitting to the descriptor
@@ -401,6 +403,15 @@ impl Config {
             }
         };
 
+        // SPEC 12: how long security events are kept.
+        let events_retention = dur("EVENTS_RETENTION", "90d")?;
+        if events_retention.is_zero() {
+            return Err(ConfigError::new(
+                "EVENTS_RETENTION",
+                "must be greater than zero",
+            ));
+        }
+
         let google = match (get("GOOGLE_CLIENT_ID"), get("GOOGLE_CLIENT_SECRET")) {
             (Some(client_id), Some(secret)) => {
                 let issuer = get("GOOGLE_ISSUER")
@@ -522,6 +533,7 @@ impl Config {
             body_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             key_rotation_interval,
+            events_retention,
             jwks_max_age: Duration::from_secs(60),
             max_connections,
             poll_interval: Duration::from_millis(500),
@@ -803,6 +815,18 @@ mod tests {
                 !Config::from_pairs([("ENV", v)]).unwrap().production,
                 "{v:?}"
             );
+        }
+    }
+
+    #[test]
+    fn events_retention_defaults_to_90_days_and_refuses_zero() {
+        let c = Config::from_pairs([] as [(&str, &str); 0]).unwrap();
+        assert_eq!(c.events_retention, Duration::from_secs(90 * 86400));
+        let c = Config::from_pairs([("EVENTS_RETENTION", "7d")]).unwrap();
+        assert_eq!(c.events_retention, Duration::from_secs(7 * 86400));
+        for bad in ["0", "forever", "-1d"] {
+            let err = Config::from_pairs([("EVENTS_RETENTION", bad)]).unwrap_err();
+            assert_eq!(err.var, "EVENTS_RETENTION");
         }
     }
 

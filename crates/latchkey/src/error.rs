@@ -58,6 +58,12 @@ pub enum ApiError {
     /// access token's 401 `token_invalid`.
     #[error("The link is invalid, already used or expired.")]
     LinkInvalid,
+    /// `limit` of a list (SPEC 12's events) is not a whole number from 1 to 100.
+    #[error("limit must be a whole number from 1 to 100.")]
+    InvalidLimit,
+    /// A list `cursor` that this server did not hand out.
+    #[error("The cursor is not valid.")]
+    InvalidCursor,
     #[error("The email address is already verified.")]
     AlreadyVerified,
     #[error("Mail is not configured on this server.")]
@@ -143,6 +149,8 @@ impl ApiError {
             | InvalidEmail
             | WeakPassword(_)
             | LinkInvalid
+            | InvalidLimit
+            | InvalidCursor
             | InvalidCode
             | PasskeyInvalid
             | PasskeyChallengeExpired
@@ -197,6 +205,8 @@ impl ApiError {
             MethodNotAllowed => "method_not_allowed",
             RequestTimeout => "request_timeout",
             LinkInvalid => "token_invalid",
+            InvalidLimit => "invalid_limit",
+            InvalidCursor => "invalid_cursor",
             AlreadyVerified => "already_verified",
             MailNotConfigured => "mail_not_configured",
             WrongPassword => "invalid_credentials",

@@ -35,6 +35,7 @@ pub mod cookies;
 pub mod device;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod mail;
 pub mod mfa;

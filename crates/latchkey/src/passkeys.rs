@@ -193,6 +193,7 @@ pub async fn finish_registration(
     ceremony: &str,
     credential: &RegisterPublicKeyCredential,
     name: String,
+    added: crate::events::Event,
 ) -> Result<PasskeyRecord, ApiError> {
     let rp = rp(state)?;
     let c = take_ceremony(state, ceremony, CeremonyKind::Register).await?;
@@ -214,7 +215,11 @@ pub async fn finish_registration(
         created_at: now,
         last_used_at: None,
     };
-    match state.store().insert_passkey(&record).await {
+    // SPEC 12: `passkey_added` (its id and name), in the insert's transaction.
+    let added = added
+        .with("passkey_id", record.id.to_string())
+        .with("name", record.name.clone());
+    match state.store().insert_passkey(&record, &[added]).await {
         Ok(()) => Ok(record),
         Err(StoreError::Conflict) => Err(ApiError::PasskeyExists),
         Err(e) => Err(e.into()),

@@ -228,6 +228,16 @@ impl AppState {
                         }
                     }
                 }
+                // Security events older than EVENTS_RETENTION (SPEC 12): every ~10 minutes.
+                if n % 1200 == 80 {
+                    match crate::events::prune(&*inner.store, &inner.config).await {
+                        Ok(0) => {}
+                        Ok(k) => tracing::info!(rows = k, "pruned old security events"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "event pruning failed; retrying later")
+                        }
+                    }
+                }
                 // Keys change rarely: every ~10 polls (5 s by default).
                 if n.is_multiple_of(10) {
                     if let Some(interval) = inner.config.key_rotation_interval {

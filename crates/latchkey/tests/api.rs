@@ -124,6 +124,7 @@ async fn openapi_security_matches_what_the_server_enforces() {
         ("post", "/api/v1/auth/logout-all"),
         ("get", "/api/v1/auth/sessions"),
         ("delete", "/api/v1/auth/sessions/{id}"),
+        ("get", "/api/v1/auth/events"),
         ("get", "/api/v1/me"),
         ("post", "/api/v1/auth/email/verify/send"),
         ("post", "/api/v1/auth/password/change"),

@@ -944,7 +944,7 @@ async fn disabled_user_cannot_sign_in_with_google() {
     assert!(
         app.state
             .store()
-            .set_user_disabled(id, Some(1))
+            .set_user_disabled(id, Some(1), &[])
             .await
             .unwrap()
     );

@@ -729,11 +729,11 @@ async fn the_last_way_in_cannot_be_removed() {
     let id = user.id;
     store.create_user(user).await.unwrap();
     let (a, b) = (passkey_row(id, 1), passkey_row(id, 2));
-    store.insert_passkey(&a).await.unwrap();
-    store.insert_passkey(&b).await.unwrap();
+    store.insert_passkey(&a, &[]).await.unwrap();
+    store.insert_passkey(&b, &[]).await.unwrap();
     // The same credential id cannot be registered twice.
     assert!(matches!(
-        store.insert_passkey(&passkey_row(id, 1)).await,
+        store.insert_passkey(&passkey_row(id, 1), &[]).await,
         Err(StoreError::Conflict)
     ));
 
@@ -753,7 +753,7 @@ async fn the_last_way_in_cannot_be_removed() {
 
     // In the store, concurrent removals of the last two never both succeed.
     let c = passkey_row(id, 3);
-    store.insert_passkey(&c).await.unwrap();
+    store.insert_passkey(&c, &[]).await.unwrap();
     let (del_b, del_c) = (
         [Change::DeletePasskey { user: id, id: b.id }],
         [Change::DeletePasskey { user: id, id: c.id }],

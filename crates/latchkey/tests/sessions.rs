@@ -515,7 +515,7 @@ async fn revocation_made_elsewhere_reaches_this_instance_quickly() {
     assert!(
         app.state
             .store()
-            .revoke_session(sid, None, latchkey::clock::now_ms(), "admin")
+            .revoke_session(sid, None, latchkey::clock::now_ms(), "admin", &[])
             .await
             .unwrap()
     );
@@ -546,7 +546,7 @@ async fn disabled_users_cannot_log_in() {
         .unwrap();
     app.state
         .store()
-        .set_user_disabled(u.id, Some(1))
+        .set_user_disabled(u.id, Some(1), &[])
         .await
         .unwrap();
     assert_problem(

@@ -12,6 +12,7 @@ use crate::cookies::{clear_auth_cookies, read_cookie, set_auth_cookies, set_devi
 use crate::device::Device;
 use crate::domain::{DisplayName, Email, Password, SessionId, UserId};
 use crate::error::{ApiError, Problem};
+use crate::events::{Event, EventKind, RevokedBy};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx, access_token_of, authenticate};
 use crate::http::mfa::LoginResponse;
 use crate::mfa::Amr;
@@ -223,8 +224,9 @@ pub async fn signup(
         email_verified: false,
         created_at: now_ms(),
     };
-    // The account and its verification mail, in one transaction (SPEC 10).
-    crate::http::email::create_account(&state, &new_user)
+    // The account, its verification mail and its `signup` event, in one transaction.
+    let client: crate::session::ClientInfo = client.into();
+    crate::http::email::create_account(&state, &new_user, &client)
         .await
         .map_err(|e| match e {
             StoreError::Conflict => ApiError::EmailTaken,
@@ -241,7 +243,7 @@ pub async fn signup(
         };
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
-    let tokens = session::start(&state, user.id, Amr::PWD, client.into()).await?;
+    let tokens = session::start(&state, user.id, Amr::PWD, client).await?;
     let body = SignupResponse {
         user: view,
         access_expires_at: Some(rfc3339(tokens.access_expires_at * 1000)),
@@ -311,9 +313,25 @@ pub async fn login(
     };
     let user = match user {
         Some(u) if ok && u.disabled_at.is_none() => u,
-        _ => {
+        known => {
             attempt.failed();
             metrics::counter!("latchkey_login_failures_total").increment(1);
+            // SPEC 12: `login_failed` for a known account only (an unknown address has no
+            // history to add it to). Written after the answer, not before it: the answer
+            // must take as long for an unknown address as for a known one.
+            if let Some(u) = known {
+                let reason = if ok { "disabled" } else { "password" };
+                let event = Event::new(EventKind::LoginFailed, state.config().clock.now_ms())
+                    .user(u.id)
+                    .client(&client.into())
+                    .with("reason", reason);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = state.store().insert_events(&[event]).await {
+                        tracing::warn!(error = %e, "login_failed event not recorded");
+                    }
+                });
+            }
             return Err(ApiError::InvalidCredentials);
         }
     };
@@ -405,7 +423,19 @@ pub async fn refresh(State(state): State<AppState>, headers: HeaderMap) -> Respo
         (status = 403, description = "`cross_origin_rejected`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the session could not be revoked", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn logout(
+    State(state): State<AppState>,
+    client: ClientCtx,
+    headers: HeaderMap,
+) -> Response {
+    let client: crate::session::ClientInfo = client.into();
+    let by_user = |sid: SessionId| {
+        Event::new(EventKind::SessionRevoked, state.config().clock.now_ms())
+            .session(sid)
+            .client(&client)
+            .with("by", RevokedBy::User.as_str())
+            .with("via", "logout")
+    };
     let result: Result<(), ApiError> = async {
         // Every presented refresh token that names a session is signed out.
         let mut revoked_any = false;
@@ -422,7 +452,7 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
                 None => None,
             };
             if let Some(sid) = sid {
-                session::revoke(&state, sid, None, "logout").await?;
+                session::revoke(&state, sid, None, "logout", &[by_user(sid)]).await?;
                 revoked_any = true;
             }
         }
@@ -432,7 +462,8 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
         if let Ok(Some(token)) = access_token_of(&headers, state.cookies().access_name())
             && let Ok(claims) = authenticate(&state, &token).await
         {
-            session::revoke(&state, claims.sid, Some(claims.sub), "logout").await?;
+            let event = by_user(claims.sid).user(claims.sub);
+            session::revoke(&state, claims.sid, Some(claims.sub), "logout", &[event]).await?;
         }
         Ok(())
     }
@@ -453,9 +484,14 @@ pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Respon
     ))]
 pub async fn logout_all(
     State(state): State<AppState>,
+    client: ClientCtx,
     user: AuthUser,
 ) -> Result<Response, ApiError> {
-    session::revoke_all(&state, user.user_id, "logout_all").await?;
+    let event = Event::new(EventKind::LogoutAll, state.config().clock.now_ms())
+        .user(user.user_id)
+        .session(user.session_id)
+        .client(&client.into());
+    session::revoke_all(&state, user.user_id, "logout_all", &[event]).await?;
     Ok(cleared(&state, StatusCode::NO_CONTENT))
 }
 
@@ -501,11 +537,20 @@ pub async fn list_sessions(
     ))]
 pub async fn delete_session(
     State(state): State<AppState>,
+    client: ClientCtx,
     user: AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let sid: SessionId = id.parse().map_err(|_| ApiError::NotFound)?;
-    if session::revoke(&state, sid, Some(user.user_id), "revoked_by_user").await? {
+    let event = Event::revoked(
+        state.config().clock.now_ms(),
+        user.user_id,
+        sid,
+        RevokedBy::User,
+    )
+    .client(&client.into())
+    .with("from_session", user.session_id.0.to_string());
+    if session::revoke(&state, sid, Some(user.user_id), "revoked_by_user", &[event]).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::NotFound)

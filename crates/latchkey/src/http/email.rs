@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use crate::clock::{now_ms, rfc3339};
 use crate::domain::{Email, Password};
 use crate::error::{ApiError, Problem};
+use crate::events::{Event, EventKind, RevokedBy};
 use crate::http::auth::{AuthResponse, UserView, signed_in_with_password};
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx};
 use crate::mail::{MailKind, MailToken, Outgoing};
@@ -219,7 +220,12 @@ pub(crate) async fn apply_with_mail(
 pub(crate) async fn create_account(
     state: &AppState,
     user: &crate::store::NewUser,
+    client: &crate::session::ClientInfo,
 ) -> Result<(), StoreError> {
+    let signup = Event::new(EventKind::Signup, user.created_at)
+        .user(user.id)
+        .client(client)
+        .with("method", "password");
     let mail = state.mailer().enabled().then(|| {
         state
             .mailer()
@@ -227,7 +233,7 @@ pub(crate) async fn create_account(
     });
     apply_with_mail(
         state,
-        vec![Change::CreateUser(user)],
+        vec![Change::CreateUser(user), Change::Record(&signup)],
         &mail.iter().collect::<Vec<_>>(),
     )
     .await
@@ -277,9 +283,15 @@ pub async fn send_verification(
 pub async fn verify(
     State(state): State<AppState>,
     _mail: MailEnabled,
+    client: ClientCtx,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let t = usable_token(&state, &req.token, TokenPurpose::VerifyEmail).await?;
+    let now = now_ms();
+    let event = Event::new(EventKind::EmailVerified, now)
+        .user(t.user_id)
+        .client(&client.into())
+        .with("email", t.email.as_str());
     state
         .store()
         .apply(&[
@@ -287,12 +299,13 @@ pub async fn verify(
                 hash: &t.hash,
                 purpose: t.purpose,
                 user: t.user_id,
-                now: now_ms(),
+                now,
             },
             Change::MarkVerified {
                 user: t.user_id,
                 email: &t.email,
             },
+            Change::Record(&event),
         ])
         .await
         .map_err(token_refused)?;
@@ -361,13 +374,23 @@ pub(crate) async fn send_reset_link(
     let mail = state
         .mailer()
         .with_token(TokenPurpose::ResetPassword, u.id, &u.email);
+    let now = now_ms();
+    let event = Event::new(EventKind::PasswordResetRequested, now)
+        .user(u.id)
+        .client(&crate::session::ClientInfo {
+            ip: Some(ip.to_owned()),
+            user_agent: None,
+        });
     apply_with_mail(
         state,
-        vec![Change::VoidTokens {
-            user: u.id,
-            purposes: &[TokenPurpose::ResetPassword],
-            now: now_ms(),
-        }],
+        vec![
+            Change::VoidTokens {
+                user: u.id,
+                purposes: &[TokenPurpose::ResetPassword],
+                now,
+            },
+            Change::Record(&event),
+        ],
         &[&mail],
     )
     .await?;
@@ -398,6 +421,15 @@ pub async fn reset(
     let notice = state
         .mailer()
         .notice(MailKind::PasswordReset, &t.email, &t.email);
+    let info: crate::session::ClientInfo = client.into();
+    let reset_event = Event::new(EventKind::PasswordReset, now)
+        .user(t.user_id)
+        .client(&info);
+    let revoked_event = Event::new(EventKind::SessionRevoked, now)
+        .user(t.user_id)
+        .client(&info)
+        .with("by", RevokedBy::PasswordChange.as_str())
+        .with("scope", "all");
     let revoked = apply_with_mail(
         &state,
         vec![
@@ -426,6 +458,8 @@ pub async fn reset(
                 now,
                 reason: "password_reset",
             },
+            Change::Record(&reset_event),
+            Change::Record(&revoked_event),
         ],
         &[&notice],
     )
@@ -450,7 +484,7 @@ pub async fn reset(
         )
         .await;
     }
-    let tokens = session::start(&state, u.id, crate::mfa::Amr::PWD, client.into()).await?;
+    let tokens = session::start(&state, u.id, crate::mfa::Amr::PWD, info).await?;
     let body = AuthResponse {
         user: UserView::load(&state, &u).await?,
         access_expires_at: rfc3339(tokens.access_expires_at * 1000),
@@ -477,6 +511,7 @@ pub async fn reset(
     ))]
 pub async fn change_password(
     State(state): State<AppState>,
+    client: ClientCtx,
     user: AuthUser,
     ApiJson(req): ApiJson<ChangePasswordRequest>,
 ) -> Result<StatusCode, ApiError> {
@@ -492,6 +527,17 @@ pub async fn change_password(
             .mailer()
             .notice(MailKind::PasswordChanged, &u.email, &u.email)
     });
+    let info: crate::session::ClientInfo = client.into();
+    let changed = Event::new(EventKind::PasswordChanged, now)
+        .user(u.id)
+        .session(user.session_id)
+        .client(&info);
+    let revoked_event = Event::new(EventKind::SessionRevoked, now)
+        .user(u.id)
+        .session(user.session_id)
+        .client(&info)
+        .with("by", RevokedBy::PasswordChange.as_str())
+        .with("scope", "others");
     let revoked = apply_with_mail(
         &state,
         vec![
@@ -510,6 +556,8 @@ pub async fn change_password(
                 now,
                 reason: "password_changed",
             },
+            Change::Record(&changed),
+            Change::Record(&revoked_event),
         ],
         &notice.iter().collect::<Vec<_>>(),
     )
@@ -579,6 +627,7 @@ pub async fn change_email(
 pub async fn confirm_email_change(
     State(state): State<AppState>,
     _mail: MailEnabled,
+    client: ClientCtx,
     ApiJson(req): ApiJson<TokenRequest>,
 ) -> Result<Json<UserResponse>, ApiError> {
     let t = usable_token(&state, &req.token, TokenPurpose::ChangeEmail).await?;
@@ -591,6 +640,11 @@ pub async fn confirm_email_change(
     let notice = state
         .mailer()
         .notice(MailKind::EmailChanged, &u.email, &t.email);
+    let event = Event::new(EventKind::EmailChanged, now)
+        .user(t.user_id)
+        .client(&client.into())
+        .with("old_email", u.email.as_str())
+        .with("new_email", t.email.as_str());
     apply_with_mail(
         &state,
         vec![
@@ -610,6 +664,7 @@ pub async fn confirm_email_change(
                 purposes: &TokenPurpose::ALL,
                 now,
             },
+            Change::Record(&event),
         ],
         &[&notice],
     )

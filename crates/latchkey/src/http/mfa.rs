@@ -18,6 +18,7 @@ use crate::clock::rfc3339;
 use crate::cookies::{clear_mfa_pending_cookie, set_access_cookie, set_mfa_pending_cookie};
 use crate::domain::UserId;
 use crate::error::{ApiError, Problem};
+use crate::events::{Event, EventKind};
 use crate::http::auth::{
     AuthResponse, UserView, recognised_device, signed_in_with_password, with_cookies,
 };
@@ -304,6 +305,7 @@ pub async fn totp_setup(
     ))]
 pub async fn totp_confirm(
     State(state): State<AppState>,
+    client: ClientCtx,
     RequireRecentAuth(user): RequireRecentAuth,
     ApiJson(req): ApiJson<CodeRequest>,
 ) -> Result<Response, ApiError> {
@@ -323,9 +325,15 @@ pub async fn totp_confirm(
     };
     let (shown, hashes) = recovery::generate_set();
     let now = state.config().clock.now_ms();
+    let event = Event::new(EventKind::MfaEnabled, now)
+        .user(user.user_id)
+        .session(user.session_id)
+        .client(&client.into())
+        .with("method", "totp");
     let applied = state
         .store()
         .apply(&[
+            Change::Record(&event),
             Change::ConfirmTotp {
                 user: user.user_id,
                 step,
@@ -372,6 +380,7 @@ pub async fn totp_confirm(
     ))]
 pub async fn totp_disable(
     State(state): State<AppState>,
+    client: ClientCtx,
     RequireRecentAuth(user): RequireRecentAuth,
 ) -> Result<StatusCode, ApiError> {
     let u = current_user(&state, &user).await?;
@@ -388,6 +397,16 @@ pub async fn totp_disable(
             hashes: &[],
             now: state.config().clock.now_ms(),
         });
+    }
+    let event = Event::new(EventKind::MfaDisabled, state.config().clock.now_ms())
+        .user(u.id)
+        .session(user.session_id)
+        .client(&client.into())
+        .with("method", "totp")
+        .with("last_factor", last);
+    // Dropping a setup never confirmed is no security change: no event.
+    if rec.confirmed_at.is_some() {
+        changes.push(Change::Record(&event));
     }
     let notice = (last && state.mailer().enabled()).then(|| {
         state
@@ -526,7 +545,16 @@ async fn verify_inner(
     if !ok {
         attempt.failed();
         metrics::counter!("latchkey_mfa_failures_total").increment(1);
-        tracing::info!(user_id = %user, "second factor: wrong code");
+        let method = match parsed {
+            Parsed::Totp(_) => "totp",
+            Parsed::Recovery(_) => "recovery_code",
+        };
+        let event = Event::new(EventKind::MfaFailed, state.config().clock.now_ms())
+            .user(user)
+            .client(&client.into())
+            .with("method", method)
+            .with("during", "sign_in");
+        state.store().insert_events(&[event]).await?;
         return Err(ApiError::InvalidCode);
     }
     attempt.succeeded().await;
@@ -549,6 +577,7 @@ async fn verify_inner(
     ))]
 pub async fn reauthenticate(
     State(state): State<AppState>,
+    client: ClientCtx,
     user: AuthUser,
     ApiJson(req): ApiJson<ReauthRequest>,
 ) -> Result<Response, ApiError> {
@@ -567,6 +596,13 @@ pub async fn reauthenticate(
                 Ok(true) => budget.give_back().await,
                 Ok(false) => {
                     budget.failed();
+                    let event = Event::new(EventKind::MfaFailed, state.config().clock.now_ms())
+                        .user(user.user_id)
+                        .session(user.session_id)
+                        .client(&client.into())
+                        .with("method", "totp")
+                        .with("during", "reauthenticate");
+                    state.store().insert_events(&[event]).await?;
                     return Err(ApiError::WrongCode);
                 }
                 Err(e) => {

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod dev_mail;
 pub mod email;
+pub mod events;
 pub mod extract;
 pub mod google;
 pub mod mfa;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/logout-all", post(auth::logout_all))
         .route("/api/v1/auth/sessions", get(auth::list_sessions))
         .route("/api/v1/auth/sessions/{id}", delete(auth::delete_session))
+        .route("/api/v1/auth/events", get(events::list))
         .route(
             "/api/v1/auth/email/verify/send",
             post(email::send_verification),

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{PROBLEM_JSON, Problem};
-use crate::http::{auth, email, google, mfa, ops, passkeys};
+use crate::http::{auth, email, events, google, mfa, ops, passkeys};
 
 /// Security scheme names, used in the handlers' `security(...)` annotations.
 pub const ACCESS_COOKIE: &str = "access_cookie";
@@ -23,7 +23,7 @@ pub const MFA_PENDING_COOKIE: &str = "mfa_pending_cookie";
     info(title = "latchkey", description = "Self-hosted authentication: password sign-in, EdDSA access cookies, rotating refresh cookies. Every error is `application/problem+json` with a stable `code`; every 401 carries `WWW-Authenticate: Bearer realm=\"latchkey\"`. Signed-in operations accept the access token either as the access cookie (browsers) or as `Authorization: Bearer` (other clients)."),
     paths(
         auth::signup, auth::login, auth::refresh, auth::logout, auth::logout_all,
-        auth::list_sessions, auth::delete_session, auth::me,
+        auth::list_sessions, auth::delete_session, auth::me, events::list,
         email::send_verification, email::verify, email::forgot, email::reset,
         email::change_password, email::change_email, email::confirm_email_change,
         google::login, google::callback,
@@ -35,9 +35,9 @@ pub const MFA_PENDING_COOKIE: &str = "mfa_pending_cookie";
         mfa::regenerate_recovery_codes, mfa::verify, mfa::reauthenticate,
         ops::jwks, ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
-    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, mfa::MfaRequiredResponse, mfa::LoginResponse, mfa::TotpSetupResponse, mfa::CodeRequest, mfa::RecoveryCodesResponse, mfa::MfaStatus, mfa::VerifyMethod, mfa::VerifyRequest, mfa::ReauthRequest, mfa::ReauthResponse, passkeys::CeremonyStarted, passkeys::RegisterFinishRequest, passkeys::LoginFinishRequest, passkeys::RenameRequest, passkeys::PasskeyView, passkeys::PasskeyResponse, passkeys::PasskeyList)),
+    components(schemas(Problem, auth::SignupRequest, auth::LoginRequest, auth::UserView, auth::AuthResponse, auth::RefreshResponse, auth::SessionView, auth::SessionList, auth::SignupResponse, email::TokenRequest, email::ForgotRequest, email::ResetRequest, email::ChangePasswordRequest, email::ChangeEmailRequest, email::UserResponse, email::Accepted, mfa::MfaRequiredResponse, mfa::LoginResponse, mfa::TotpSetupResponse, mfa::CodeRequest, mfa::RecoveryCodesResponse, mfa::MfaStatus, mfa::VerifyMethod, mfa::VerifyRequest, mfa::ReauthRequest, mfa::ReauthResponse, passkeys::CeremonyStarted, passkeys::RegisterFinishRequest, passkeys::LoginFinishRequest, passkeys::RenameRequest, passkeys::PasskeyView, passkeys::PasskeyResponse, passkeys::PasskeyList, events::EventView, events::EventPage)),
     modifiers(&SecuritySchemes, &BodyTransportResponses),
-    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "mfa"), (name = "passkeys"), (name = "ops")),
+    tags((name = "auth"), (name = "email"), (name = "sessions"), (name = "users"), (name = "mfa"), (name = "passkeys"), (name = "events"), (name = "ops")),
 )]
 struct ApiDoc;
 

@@ -17,6 +17,7 @@ use crate::clock::rfc3339;
 use crate::cookies::set_access_cookie;
 use crate::domain::DisplayName;
 use crate::error::{ApiError, Problem};
+use crate::events::{Event, EventKind};
 use crate::http::auth::{AuthResponse, UserView, signed_in_with_password};
 use crate::http::email::apply_with_mail;
 use crate::http::extract::{ApiJson, AuthUser, ClientCtx};
@@ -177,14 +178,25 @@ pub async fn register_start(
     ))]
 pub async fn register_finish(
     State(state): State<AppState>,
+    client: ClientCtx,
     user: AuthUser,
     ApiJson(req): ApiJson<RegisterFinishRequest>,
 ) -> Result<Response, ApiError> {
     let name = clean_name(req.name)?;
     let credential = passkeys::parse_credential(req.credential)?;
-    let record =
-        passkeys::finish_registration(&state, user.user_id, &req.ceremony, &credential, name)
-            .await?;
+    let added = Event::new(EventKind::PasskeyAdded, state.config().clock.now_ms())
+        .user(user.user_id)
+        .session(user.session_id)
+        .client(&client.into());
+    let record = passkeys::finish_registration(
+        &state,
+        user.user_id,
+        &req.ceremony,
+        &credential,
+        name,
+        added,
+    )
+    .await?;
     tracing::info!(user_id = %user.user_id, passkey = %record.id, "passkey added");
     Ok((
         StatusCode::CREATED,
@@ -318,6 +330,7 @@ pub async fn rename(
     ))]
 pub async fn remove(
     State(state): State<AppState>,
+    client: ClientCtx,
     RequireRecentAuth(user): RequireRecentAuth,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -338,7 +351,16 @@ pub async fn remove(
     // best effort.)
     let factors = state.store().user_factors(u.id).await?;
     let last = factors.passkeys == 1 && !factors.totp;
-    let mut changes = vec![Change::DeletePasskey { user: u.id, id }];
+    let removed = Event::new(EventKind::PasskeyRemoved, state.config().clock.now_ms())
+        .user(u.id)
+        .session(user.session_id)
+        .client(&client.into())
+        .with("passkey_id", id.to_string())
+        .with("last_factor", last);
+    let mut changes = vec![
+        Change::DeletePasskey { user: u.id, id },
+        Change::Record(&removed),
+    ];
     if last {
         changes.push(Change::ReplaceRecoveryCodes {
             user: u.id,
@@ -420,6 +442,13 @@ pub async fn second_factor_finish(
             }
             Err(e) => {
                 attempt.failed();
+                let event = Event::new(EventKind::MfaFailed, state.config().clock.now_ms())
+                    .user(pending.user_id)
+                    .client(&client.into())
+                    .with("method", "passkey")
+                    .with("during", "sign_in")
+                    .with("error", e.code());
+                state.store().insert_events(&[event]).await?;
                 return Err(e);
             }
         };

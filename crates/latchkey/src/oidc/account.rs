@@ -11,6 +11,7 @@
 use super::{Identity, OAuthFailure};
 use crate::clock::now_ms;
 use crate::domain::{DisplayName, Email, UserId};
+use crate::events::{Event, EventKind};
 use crate::state::AppState;
 use crate::store::{NewIdentity, NewUser, StoreError, UserRecord};
 
@@ -41,7 +42,11 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
                     email: Some(email.as_str().to_owned()),
                     created_at: now,
                 };
-                match store.link_identity(&link, true).await {
+                // SPEC 12: the link and its event in one transaction.
+                let linked = Event::new(EventKind::IdentityLinked, now)
+                    .user(existing.id)
+                    .with("issuer", id.issuer.clone());
+                match store.link_identity(&link, true, &[linked]).await {
                     Ok(revoked) => {
                         // The squatter's sessions stop working here at once (finding 7).
                         crate::session::mark_revoked(state, &revoked, now, "email_claimed");
@@ -84,7 +89,14 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
                     email: Some(email.as_str().to_owned()),
                     created_at: now,
                 };
-                match store.create_user_with_identity(user, &link).await {
+                let signup = Event::new(EventKind::Signup, now)
+                    .user(user.id)
+                    .with("method", "oidc")
+                    .with("issuer", id.issuer.clone());
+                match store
+                    .create_user_with_identity(user, &link, &[signup])
+                    .await
+                {
                     Ok(created) => {
                         tracing::info!(user_id = %created.id, "google sign-in: new user");
                         return Ok(created);

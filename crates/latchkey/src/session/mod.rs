@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::clock::ms;
 use crate::domain::{SessionId, UserId};
 use crate::error::ApiError;
+use crate::events::{Event, EventKind};
 use crate::state::AppState;
 use crate::store::SessionRecord;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -80,7 +81,16 @@ pub async fn start(
         amr,
         generation: 0,
     };
-    if !state.store().insert_session(&record).await? {
+    // SPEC 12: `login_succeeded` is one more insert in the write that creates the session.
+    let event = Event::new(EventKind::LoginSucceeded, now)
+        .user(user)
+        .session(id)
+        .client(&ClientInfo {
+            user_agent: record.user_agent.clone(),
+            ip: record.ip.clone(),
+        })
+        .with("amr", amr.to_text());
+    if !state.store().insert_session(&record, &[event]).await? {
         // The user was disabled (or removed) while signing in.
         return Err(ApiError::InvalidCredentials);
     }
@@ -180,15 +190,20 @@ pub async fn reauthenticated(
     Ok((s, access))
 }
 
-/// Revokes one session: in the store, and at once in this instance's revoked set.
+/// Revokes one session: in the store, and at once in this instance's revoked set. `events`
+/// are written with it (only if it was live); those without a user get the session's.
 pub async fn revoke(
     state: &AppState,
     sid: SessionId,
     user: Option<UserId>,
     reason: &str,
+    events: &[Event],
 ) -> Result<bool, ApiError> {
     let now = state.config().clock.now_ms();
-    let done = state.store().revoke_session(sid, user, now, reason).await?;
+    let done = state
+        .store()
+        .revoke_session(sid, user, now, reason, events)
+        .await?;
     if done {
         mark_revoked(state, &[sid], now, reason);
     }
@@ -196,11 +211,16 @@ pub async fn revoke(
 }
 
 /// Revokes every session of a user.
-pub async fn revoke_all(state: &AppState, user: UserId, reason: &str) -> Result<u64, ApiError> {
+pub async fn revoke_all(
+    state: &AppState,
+    user: UserId,
+    reason: &str,
+    events: &[Event],
+) -> Result<u64, ApiError> {
     let now = state.config().clock.now_ms();
     let revoked = state
         .store()
-        .revoke_user_sessions(user, now, reason)
+        .revoke_user_sessions(user, now, reason, events)
         .await?;
     mark_revoked(state, &revoked, now, reason);
     Ok(revoked.len() as u64)

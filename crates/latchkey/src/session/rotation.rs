@@ -23,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::clock::ms;
 use crate::error::ApiError;
+use crate::events::{Event, EventKind, RevokedBy};
 use crate::session::{IssuedTokens, issue, revoke};
 use crate::state::AppState;
 use crate::store::{SessionRecord, TokenMatch};
@@ -110,7 +111,16 @@ fn current_again(
 }
 
 async fn reused(state: &AppState, session: &SessionRecord, why: &str) -> ApiError {
-    if let Err(e) = revoke(state, session.id, None, "refresh_reused").await {
+    // SPEC 12: the reuse and the revocation it causes, in the revocation's transaction.
+    let now = state.config().clock.now_ms();
+    let events = [
+        Event::new(EventKind::RefreshReused, now)
+            .user(session.user_id)
+            .session(session.id)
+            .with("why", why),
+        Event::revoked(now, session.user_id, session.id, RevokedBy::Reuse),
+    ];
+    if let Err(e) = revoke(state, session.id, None, "refresh_reused", &events).await {
         return e;
     }
     metrics::counter!("latchkey_refresh_reuse_detected_total").increment(1);

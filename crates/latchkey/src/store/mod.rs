@@ -5,6 +5,7 @@
 //! Timestamps are Unix milliseconds (`i64`) so the grace window and expiries are exact and
 //! both backends store the same thing.
 
+mod events_sql;
 mod mail_sql;
 mod mfa_sql;
 mod passkey_sql;
@@ -19,6 +20,7 @@ use secrecy::ExposeSecret;
 use crate::config::RateLimits;
 use crate::domain::{Email, SessionId, UserId};
 use crate::error::BoxError as Source;
+use crate::events::{Event, EventQuery, EventRecord};
 use crate::ratelimit::RateLimiter;
 
 pub use mfa_sql::{PendingLogin, TotpRecord, UserFactors};
@@ -484,6 +486,10 @@ pub enum Change<'a> {
         hashes: &'a [TokenHash],
         now: i64,
     },
+    /// Records a security event (SPEC 12) with the rest of the change: it exists if and
+    /// only if the change committed. Logged after the commit. A `session_revoked` is left
+    /// out when the change's [`Change::RevokeSessions`] (before it) revoked none.
+    Record(&'a Event),
 }
 
 /// What latchkey needs from a database.
@@ -499,7 +505,13 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: UserId) -> Result<Option<UserRecord>>;
     async fn list_users(&self) -> Result<Vec<UserRecord>>;
     /// Sets or clears `disabled_at`; false when no such user.
-    async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool>;
+    /// `events` are written with it, when it changed a row.
+    async fn set_user_disabled(
+        &self,
+        id: UserId,
+        disabled_at: Option<i64>,
+        events: &[Event],
+    ) -> Result<bool>;
     /// Sign-in methods of a user: `password` and/or identity provider names.
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>>;
     /// A user and their sign-in methods (`GET /api/v1/me`). Backends answer it in one query.
@@ -523,6 +535,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         identity: &NewIdentity,
         email_verified: bool,
+        events: &[Event],
     ) -> Result<Vec<SessionId>>;
     /// Creates a user (no password) and its first identity in one transaction.
     /// [`StoreError::Conflict`] when the email or the identity is taken.
@@ -530,6 +543,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         user: NewUser,
         identity: &NewIdentity,
+        events: &[Event],
     ) -> Result<UserRecord>;
     /// Records that the OAuth attempt `id` (a hash of its `state`) reached its callback;
     /// false when it already had (a replay). Records past `expires_at` may be forgotten.
@@ -537,7 +551,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts a new session unless its user is missing or disabled (checked in the same
     /// statement, so a concurrent `users disable` cannot be outrun); false when refused.
-    async fn insert_session(&self, session: &SessionRecord) -> Result<bool>;
+    /// `events` (`login_succeeded`) are written in the same transaction, when it is.
+    async fn insert_session(&self, session: &SessionRecord, events: &[Event]) -> Result<bool>;
     /// The session one of whose tokens (current, previous or older retired) has this hash.
     async fn session_by_token_hash(
         &self,
@@ -567,6 +582,7 @@ pub trait Store: Send + Sync + 'static {
         user: Option<UserId>,
         now: i64,
         reason: &str,
+        events: &[Event],
     ) -> Result<bool>;
     /// Revokes every live session of a user; returns the ones it revoked.
     async fn revoke_user_sessions(
@@ -574,6 +590,7 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
         now: i64,
         reason: &str,
+        events: &[Event],
     ) -> Result<Vec<SessionId>>;
     /// Sessions not revoked and not expired, newest first; all users when `user` is None.
     async fn live_sessions(&self, user: Option<UserId>, now: i64) -> Result<Vec<SessionRecord>>;
@@ -588,7 +605,7 @@ pub trait Store: Send + Sync + 'static {
     // --- passkeys (SPEC 11) ---
     /// Registers a passkey. [`StoreError::Conflict`] when its credential id is registered
     /// already (to anyone).
-    async fn insert_passkey(&self, passkey: &PasskeyRecord) -> Result<()>;
+    async fn insert_passkey(&self, passkey: &PasskeyRecord, events: &[Event]) -> Result<()>;
     /// The user's passkeys, oldest first.
     async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>>;
     /// The passkey with this WebAuthn credential id, whoever's it is.
@@ -624,6 +641,7 @@ pub trait Store: Send + Sync + 'static {
         key: &KeyRecord,
         retire_others_at: Option<i64>,
         only_replacing: Option<&str>,
+        events: &[Event],
     ) -> Result<()>;
     /// Deletes keys retired before `before`.
     async fn prune_signing_keys(&self, before: i64) -> Result<u64>;
@@ -692,6 +710,14 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes pending sign-ins that expired before `before`; returns how many.
     async fn prune_pending_logins(&self, before: i64) -> Result<u64>;
 
+    // --- Security events (SPEC 12) ---
+    /// Records events that go with no other write (`login_failed`, `mfa_failed`).
+    async fn insert_events(&self, events: &[Event]) -> Result<()>;
+    /// Events newest first (by id), as `query` says.
+    async fn events(&self, query: EventQuery) -> Result<Vec<EventRecord>>;
+    /// Deletes events older than `before`; returns how many.
+    async fn prune_events(&self, before: i64) -> Result<u64>;
+
     /// A rate limiter shared by every instance on this store, if the backend offers one;
     /// `None` (the default) means each instance limits in memory.
     fn rate_limiter(&self, _limits: RateLimits) -> Option<Arc<dyn RateLimiter>> {
@@ -718,6 +744,40 @@ pub async fn connect(database_url: &secrecy::SecretString) -> Result<Arc<dyn Sto
 pub const PRUNE_MAX: usize = 100_000;
 /// Sessions deleted per write transaction by [`Store::prune_sessions`].
 pub const PRUNE_BATCH: usize = 500;
+
+/// The events a list of changes records.
+pub(crate) fn recorded(changes: &[Change<'_>], revoked: usize) -> Vec<Event> {
+    let events: Vec<Event> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Record(e) => Some((*e).clone()),
+            _ => None,
+        })
+        .collect();
+    unless_none_revoked(&events, revoked)
+}
+
+/// `events` with `user` where they name none (a revocation by session id knows its user
+/// only from the row).
+pub(crate) fn with_user(events: &[Event], user: UserId) -> Vec<Event> {
+    events
+        .iter()
+        .map(|e| Event {
+            user: e.user.or(Some(user)),
+            ..e.clone()
+        })
+        .collect()
+}
+
+/// `events` without their `session_revoked` ones when no session was revoked (a user with
+/// no live session disabled; `logout_all` is kept: the user asked).
+pub(crate) fn unless_none_revoked(events: &[Event], revoked: usize) -> Vec<Event> {
+    events
+        .iter()
+        .filter(|e| revoked > 0 || e.kind != crate::events::EventKind::SessionRevoked)
+        .cloned()
+        .collect()
+}
 
 pub(crate) fn hash_from_vec(v: Vec<u8>) -> Result<TokenHash> {
     v.try_into()

@@ -22,6 +22,7 @@ use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPool, PgPoolOptions};
 use uuid::Uuid;
 
+use super::events_sql::{INSERT_EVENT, PRUNE_EVENTS, SELECT_EVENTS_POSTGRES, detail_from};
 use super::mail_sql::{
     EMAIL_TOKEN_SELECT, ENQUEUE, INSERT_TOKEN, MAIL_STATS, OUTBOX_COLUMNS, OUTBOX_DUE, OutboxRow,
     PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
@@ -38,6 +39,7 @@ use super::{
 };
 use crate::config::{Quota, RateLimits};
 use crate::domain::{Email, SessionId, UserId};
+use crate::events::{Event, EventKind, EventQuery, EventRecord};
 use crate::ratelimit::{Bucket, MemoryLimiter, RateLimiter};
 
 /// Connections per instance. Requests hold a connection for one or two short statements, so
@@ -197,6 +199,45 @@ async fn pg_insert_user<'e>(
     Ok(())
 }
 
+/// Writes events inside a transaction.
+async fn pg_insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    events: &[Event],
+) -> Result<()> {
+    for e in events {
+        sqlx::query(INSERT_EVENT)
+            .bind(e.at)
+            .bind(e.kind.as_str())
+            .bind(e.user.map(|u| u.0))
+            .bind(e.session.map(|s| s.0))
+            .bind(&e.ip)
+            .bind(&e.user_agent)
+            .bind(e.detail_json())
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+/// Commits, then logs the events the transaction wrote.
+async fn pg_commit(tx: sqlx::Transaction<'_, sqlx::Postgres>, events: &[Event]) -> Result<()> {
+    tx.commit().await.map_err(classify)?;
+    crate::events::logged(events);
+    Ok(())
+}
+
+type PgEventRow = (
+    i64,
+    i64,
+    String,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 async fn pg_insert_identity(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     i: &NewIdentity,
@@ -274,14 +315,25 @@ impl Store for PostgresStore {
         Ok(rows.into_iter().map(UserRecord::from).collect())
     }
 
-    async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool> {
+    async fn set_user_disabled(
+        &self,
+        id: UserId,
+        disabled_at: Option<i64>,
+        events: &[Event],
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         let r = sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
             .bind(disabled_at)
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected() == 1)
+        let done = r.rows_affected() == 1;
+        if done {
+            pg_insert_events(&mut tx, events).await?;
+        }
+        pg_commit(tx, if done { events } else { &[] }).await?;
+        Ok(done)
     }
 
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>> {
@@ -318,6 +370,7 @@ impl Store for PostgresStore {
         &self,
         identity: &NewIdentity,
         email_verified: bool,
+        events: &[Event],
     ) -> Result<Vec<SessionId>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         pg_insert_identity(&mut tx, identity).await?;
@@ -339,7 +392,8 @@ impl Store for PostgresStore {
                 .await
                 .map_err(classify)?;
         }
-        tx.commit().await.map_err(classify)?;
+        pg_insert_events(&mut tx, events).await?;
+        pg_commit(tx, events).await?;
         Ok(revoked)
     }
 
@@ -347,11 +401,13 @@ impl Store for PostgresStore {
         &self,
         u: NewUser,
         identity: &NewIdentity,
+        events: &[Event],
     ) -> Result<UserRecord> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         pg_insert_user(&mut *tx, &u).await?;
         pg_insert_identity(&mut tx, identity).await?;
-        tx.commit().await.map_err(classify)?;
+        pg_insert_events(&mut tx, events).await?;
+        pg_commit(tx, events).await?;
         Ok(u.into())
     }
 
@@ -372,8 +428,51 @@ impl Store for PostgresStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
-        let r = sqlx::query(
+    async fn insert_session(&self, s: &SessionRecord, events: &[Event]) -> Result<bool> {
+        // The usual case, one event (`login_succeeded`): still one statement — the session's
+        // INSERT feeds the event's, atomic without a transaction's extra round trips.
+        if let [e] = events {
+            let r = sqlx::query(
+                "WITH s AS (INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
+                 SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL) RETURNING id) \
+                 INSERT INTO events (at, kind, user_id, session_id, ip, user_agent, detail) \
+                 SELECT $12, $13, $14, $15, $16, $17, $18 FROM s",
+            )
+            .bind(s.id.0)
+            .bind(s.user_id.0)
+            .bind(&s.current_hash[..])
+            .bind(s.created_at)
+            .bind(s.last_used_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .bind(s.auth_time)
+            .bind(s.amr.to_text())
+            .bind(e.at)
+            .bind(e.kind.as_str())
+            .bind(e.user.map(|u| u.0))
+            .bind(e.session.map(|s| s.0))
+            .bind(&e.ip)
+            .bind(&e.user_agent)
+            .bind(e.detail_json())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+            let done = r.rows_affected() == 1;
+            if done {
+                crate::events::logged(events);
+            }
+            return Ok(done);
+        }
+        // No event (tests, tools): the single INSERT; several: a transaction.
+        let single = events.is_empty();
+        let mut tx = if single {
+            None
+        } else {
+            Some(self.pool.begin().await.map_err(classify)?)
+        };
+        let q = sqlx::query(
             "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 WHERE EXISTS (SELECT 1 FROM users WHERE id = $2 AND disabled_at IS NULL)",
         )
@@ -387,11 +486,20 @@ impl Store for PostgresStore {
         .bind(&s.user_agent)
         .bind(&s.ip)
         .bind(s.auth_time)
-        .bind(s.amr.to_text())
-        .execute(&self.pool)
-        .await
+        .bind(s.amr.to_text());
+        let r = match tx.as_mut() {
+            Some(tx) => q.execute(&mut **tx).await,
+            None => q.execute(&self.pool).await,
+        }
         .map_err(classify)?;
-        Ok(r.rows_affected() == 1)
+        let done = r.rows_affected() == 1;
+        if let Some(mut tx) = tx {
+            if done {
+                pg_insert_events(&mut tx, events).await?;
+            }
+            pg_commit(tx, if done { events } else { &[] }).await?;
+        }
+        Ok(done)
     }
 
     async fn session_by_token_hash(
@@ -487,19 +595,27 @@ impl Store for PostgresStore {
         user: Option<UserId>,
         now: i64,
         reason: &str,
+        events: &[Event],
     ) -> Result<bool> {
-        let r = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let owner: Option<(Uuid,)> = sqlx::query_as(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = $2 \
-             WHERE id = $3 AND ($4::uuid IS NULL OR user_id = $4) AND revoked_at IS NULL",
+             WHERE id = $3 AND ($4::uuid IS NULL OR user_id = $4) AND revoked_at IS NULL RETURNING user_id",
         )
         .bind(now)
         .bind(reason)
         .bind(id.0)
         .bind(user.map(|u| u.0))
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(classify)?;
-        Ok(r.rows_affected() == 1)
+        let Some((owner,)) = owner else {
+            return Ok(false);
+        };
+        let events = super::with_user(events, UserId(owner));
+        pg_insert_events(&mut tx, &events).await?;
+        pg_commit(tx, &events).await?;
+        Ok(true)
     }
 
     async fn revoke_user_sessions(
@@ -507,14 +623,19 @@ impl Store for PostgresStore {
         user: UserId,
         now: i64,
         reason: &str,
+        events: &[Event],
     ) -> Result<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         let ids: Vec<(uuid::Uuid,)> = sqlx::query_as("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE user_id = $3 AND revoked_at IS NULL RETURNING id")
             .bind(now)
             .bind(reason)
             .bind(user.0)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(classify)?;
+        let events = super::unless_none_revoked(events, ids.len());
+        pg_insert_events(&mut tx, &events).await?;
+        pg_commit(tx, &events).await?;
         Ok(ids.into_iter().map(|(id,)| SessionId(id)).collect())
     }
 
@@ -585,7 +706,8 @@ impl Store for PostgresStore {
     }
 
     // --- passkeys (SPEC 11) ---
-    async fn insert_passkey(&self, p: &PasskeyRecord) -> Result<()> {
+    async fn insert_passkey(&self, p: &PasskeyRecord, events: &[Event]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         sqlx::query(INSERT_PASSKEY)
             .bind(p.id)
             .bind(p.user_id.0)
@@ -594,10 +716,11 @@ impl Store for PostgresStore {
             .bind(&p.name)
             .bind(p.created_at)
             .bind(p.last_used_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(())
+        pg_insert_events(&mut tx, events).await?;
+        pg_commit(tx, events).await
     }
 
     async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>> {
@@ -724,6 +847,7 @@ impl Store for PostgresStore {
         k: &KeyRecord,
         retire_others_at: Option<i64>,
         only_replacing: Option<&str>,
+        events: &[Event],
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         if let Some(at) = retire_others_at {
@@ -753,7 +877,8 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        tx.commit().await.map_err(classify)
+        pg_insert_events(&mut tx, events).await?;
+        pg_commit(tx, events).await
     }
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64> {
@@ -824,6 +949,7 @@ impl Store for PostgresStore {
             pg_apply_one(&mut tx, change, &mut revoked).await?;
         }
         tx.commit().await.map_err(classify)?;
+        crate::events::logged(&super::recorded(changes, revoked.len()));
         Ok(revoked)
     }
 
@@ -936,6 +1062,47 @@ impl Store for PostgresStore {
 
     async fn prune_pending_logins(&self, before: i64) -> Result<u64> {
         mfa::prune_pending_logins(&self.pool, before).await
+    }
+
+    async fn insert_events(&self, events: &[Event]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        pg_insert_events(&mut tx, events).await?;
+        pg_commit(tx, events).await
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
+        let rows: Vec<PgEventRow> = sqlx::query_as(SELECT_EVENTS_POSTGRES)
+            .bind(q.user.map(|u| u.0))
+            .bind(q.before_id)
+            .bind(q.since)
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, at, kind, user, session, ip, user_agent, detail)| EventRecord {
+                    id,
+                    at,
+                    kind,
+                    user: user.map(UserId),
+                    session: session.map(SessionId),
+                    ip,
+                    user_agent,
+                    detail: detail_from(&detail),
+                },
+            )
+            .collect())
+    }
+
+    async fn prune_events(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query(PRUNE_EVENTS)
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
     }
 
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
@@ -1109,6 +1276,9 @@ async fn pg_apply_one(
         Change::ConfirmTotp { .. }
         | Change::DeleteTotp { .. }
         | Change::ReplaceRecoveryCodes { .. } => mfa::apply_one(tx, change).await.map(|_| ()),
+        // A `session_revoked` of a change that revoked no session is left out.
+        Change::Record(e) if e.kind == EventKind::SessionRevoked && revoked.is_empty() => Ok(()),
+        Change::Record(e) => pg_insert_events(tx, std::slice::from_ref(e)).await,
     }
 }
 

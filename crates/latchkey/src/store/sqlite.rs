@@ -11,6 +11,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use super::events_sql::{INSERT_EVENT, PRUNE_EVENTS, SELECT_EVENTS_SQLITE, detail_from};
 use super::mail_sql::{
     EMAIL_TOKEN_SELECT, ENQUEUE, INSERT_TOKEN, MAIL_STATS, OUTBOX_COLUMNS, OUTBOX_DUE, OutboxRow,
     PRUNE_MAIL, REVOKE_SESSIONS_EXCEPT, USE_TOKEN, VOID_TOKENS, email_token_from, finish_statement,
@@ -26,6 +27,7 @@ use super::{
     Store, StoreError, StoredSecret, TokenHash, TokenMatch, UserRecord, classify, hash_from_vec,
 };
 use crate::domain::{Email, SessionId, UserId};
+use crate::events::{Event, EventKind, EventQuery, EventRecord};
 
 mod mfa;
 pub struct SqliteStore {
@@ -255,6 +257,59 @@ async fn insert_identity(
     Ok(())
 }
 
+impl SqliteStore {
+    /// A write transaction (`BEGIN IMMEDIATE`: the single writer, taken at once).
+    async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(classify)
+    }
+
+    /// Commits, then logs the events the transaction wrote.
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        events: &[Event],
+    ) -> Result<()> {
+        tx.commit().await.map_err(classify)?;
+        crate::events::logged(events);
+        Ok(())
+    }
+}
+
+/// Writes events inside a transaction.
+async fn insert_events_tx(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[Event],
+) -> Result<()> {
+    for e in events {
+        sqlx::query(INSERT_EVENT)
+            .bind(e.at)
+            .bind(e.kind.as_str())
+            .bind(e.user.map(|u| u.0.to_string()))
+            .bind(e.session.map(|s| s.0.to_string()))
+            .bind(&e.ip)
+            .bind(&e.user_agent)
+            .bind(e.detail_json())
+            .execute(&mut **tx)
+            .await
+            .map_err(classify)?;
+    }
+    Ok(())
+}
+
+type EventRow = (
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
@@ -330,14 +385,25 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn set_user_disabled(&self, id: UserId, disabled_at: Option<i64>) -> Result<bool> {
+    async fn set_user_disabled(
+        &self,
+        id: UserId,
+        disabled_at: Option<i64>,
+        events: &[Event],
+    ) -> Result<bool> {
+        let mut tx = self.write().await?;
         let r = sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
             .bind(disabled_at)
             .bind(id.0.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected() == 1)
+        let done = r.rows_affected() == 1;
+        if done {
+            insert_events_tx(&mut tx, events).await?;
+        }
+        self.commit(tx, if done { events } else { &[] }).await?;
+        Ok(done)
     }
 
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>> {
@@ -370,6 +436,7 @@ impl Store for SqliteStore {
         &self,
         identity: &NewIdentity,
         email_verified: bool,
+        events: &[Event],
     ) -> Result<Vec<SessionId>> {
         let mut tx = self
             .pool
@@ -397,7 +464,8 @@ impl Store for SqliteStore {
                 .await
                 .map_err(classify)?;
         }
-        tx.commit().await.map_err(classify)?;
+        insert_events_tx(&mut tx, events).await?;
+        self.commit(tx, events).await?;
         Ok(revoked)
     }
 
@@ -405,15 +473,13 @@ impl Store for SqliteStore {
         &self,
         u: NewUser,
         identity: &NewIdentity,
+        events: &[Event],
     ) -> Result<UserRecord> {
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(classify)?;
+        let mut tx = self.write().await?;
         insert_user(&mut *tx, &u).await?;
         insert_identity(&mut tx, identity).await?;
-        tx.commit().await.map_err(classify)?;
+        insert_events_tx(&mut tx, events).await?;
+        self.commit(tx, events).await?;
         Ok(u.into())
     }
 
@@ -438,26 +504,39 @@ impl Store for SqliteStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn insert_session(&self, s: &SessionRecord) -> Result<bool> {
-        let r = sqlx::query(
-            "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
-        )
-        .bind(s.id.0.to_string())
-        .bind(s.user_id.0.to_string())
-        .bind(&s.current_hash[..])
-        .bind(s.created_at)
-        .bind(s.last_used_at)
-        .bind(s.idle_expires_at)
-        .bind(s.absolute_expires_at)
-        .bind(&s.user_agent)
-        .bind(&s.ip)
-        .bind(s.auth_time)
-        .bind(s.amr.to_text())
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
-        Ok(r.rows_affected() == 1)
+    async fn insert_session(&self, s: &SessionRecord, events: &[Event]) -> Result<bool> {
+        macro_rules! insert {
+            ($db:expr) => {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) \
+                     SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 WHERE EXISTS (SELECT 1 FROM users WHERE id = ?2 AND disabled_at IS NULL)",
+                )
+                .bind(s.id.0.to_string())
+                .bind(s.user_id.0.to_string())
+                .bind(&s.current_hash[..])
+                .bind(s.created_at)
+                .bind(s.last_used_at)
+                .bind(s.idle_expires_at)
+                .bind(s.absolute_expires_at)
+                .bind(&s.user_agent)
+                .bind(&s.ip)
+                .bind(s.auth_time)
+                .bind(s.amr.to_text())
+                .execute($db)
+                .await
+                .map_err(classify)?
+            };
+        }
+        if events.is_empty() {
+            return Ok(insert!(&self.pool).rows_affected() == 1);
+        }
+        let mut tx = self.write().await?;
+        let done = insert!(&mut *tx).rows_affected() == 1;
+        if done {
+            insert_events_tx(&mut tx, events).await?;
+        }
+        self.commit(tx, if done { events } else { &[] }).await?;
+        Ok(done)
     }
 
     async fn session_by_token_hash(
@@ -568,17 +647,25 @@ impl Store for SqliteStore {
         user: Option<UserId>,
         now: i64,
         reason: &str,
+        events: &[Event],
     ) -> Result<bool> {
-        let r = sqlx::query("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND (? IS NULL OR user_id = ?) AND revoked_at IS NULL")
+        let mut tx = self.write().await?;
+        let owner: Option<(String,)> = sqlx::query_as("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE id = ? AND (? IS NULL OR user_id = ?) AND revoked_at IS NULL RETURNING user_id")
             .bind(now)
             .bind(reason)
             .bind(id.0.to_string())
             .bind(user.map(|u| u.0.to_string()))
             .bind(user.map(|u| u.0.to_string()))
-            .execute(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(r.rows_affected() == 1)
+        let Some((owner,)) = owner else {
+            return Ok(false);
+        };
+        let events = super::with_user(events, parse_id(&owner)?);
+        insert_events_tx(&mut tx, &events).await?;
+        self.commit(tx, &events).await?;
+        Ok(true)
     }
 
     async fn revoke_user_sessions(
@@ -586,14 +673,19 @@ impl Store for SqliteStore {
         user: UserId,
         now: i64,
         reason: &str,
+        events: &[Event],
     ) -> Result<Vec<SessionId>> {
+        let mut tx = self.write().await?;
         let ids: Vec<(String,)> = sqlx::query_as("UPDATE sessions SET revoked_at = ?, revoked_reason = ? WHERE user_id = ? AND revoked_at IS NULL RETURNING id")
             .bind(now)
             .bind(reason)
             .bind(user.0.to_string())
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *tx)
             .await
             .map_err(classify)?;
+        let events = super::unless_none_revoked(events, ids.len());
+        insert_events_tx(&mut tx, &events).await?;
+        self.commit(tx, &events).await?;
         parse_session_ids(ids)
     }
 
@@ -665,7 +757,8 @@ impl Store for SqliteStore {
     }
 
     // --- passkeys (SPEC 11) ---
-    async fn insert_passkey(&self, p: &PasskeyRecord) -> Result<()> {
+    async fn insert_passkey(&self, p: &PasskeyRecord, events: &[Event]) -> Result<()> {
+        let mut tx = self.write().await?;
         sqlx::query(INSERT_PASSKEY)
             .bind(p.id.to_string())
             .bind(p.user_id.0.to_string())
@@ -674,10 +767,11 @@ impl Store for SqliteStore {
             .bind(&p.name)
             .bind(p.created_at)
             .bind(p.last_used_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        Ok(())
+        insert_events_tx(&mut tx, events).await?;
+        self.commit(tx, events).await
     }
 
     async fn passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>> {
@@ -806,6 +900,7 @@ impl Store for SqliteStore {
         k: &KeyRecord,
         retire_others_at: Option<i64>,
         only_replacing: Option<&str>,
+        events: &[Event],
     ) -> Result<()> {
         let mut tx = self
             .pool
@@ -836,7 +931,8 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        tx.commit().await.map_err(classify)
+        insert_events_tx(&mut tx, events).await?;
+        self.commit(tx, events).await
     }
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64> {
@@ -907,6 +1003,7 @@ impl Store for SqliteStore {
             apply_one(&mut tx, change, &mut revoked).await?;
         }
         tx.commit().await.map_err(classify)?;
+        crate::events::logged(&super::recorded(changes, revoked.len()));
         Ok(revoked)
     }
 
@@ -1019,6 +1116,49 @@ impl Store for SqliteStore {
 
     async fn prune_pending_logins(&self, before: i64) -> Result<u64> {
         mfa::prune_pending_logins(&self.pool, before).await
+    }
+
+    async fn insert_events(&self, events: &[Event]) -> Result<()> {
+        let mut tx = self.write().await?;
+        insert_events_tx(&mut tx, events).await?;
+        self.commit(tx, events).await
+    }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRecord>> {
+        let rows: Vec<EventRow> = sqlx::query_as(SELECT_EVENTS_SQLITE)
+            .bind(q.user.map(|u| u.0.to_string()))
+            .bind(q.before_id)
+            .bind(q.since)
+            .bind(q.limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter()
+            .map(|(id, at, kind, user, session, ip, user_agent, detail)| {
+                Ok(EventRecord {
+                    id,
+                    at,
+                    kind,
+                    user: user.as_deref().map(parse_id).transpose()?,
+                    session: session
+                        .as_deref()
+                        .map(|s| parse_uuid(s).map(SessionId))
+                        .transpose()?,
+                    ip,
+                    user_agent,
+                    detail: detail_from(&detail),
+                })
+            })
+            .collect()
+    }
+
+    async fn prune_events(&self, before: i64) -> Result<u64> {
+        let r = sqlx::query(PRUNE_EVENTS)
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(r.rows_affected())
     }
 
     async fn secret_rows(&self) -> Result<Vec<SecretRow>> {
@@ -1185,6 +1325,9 @@ async fn apply_one(
         Change::ConfirmTotp { .. }
         | Change::DeleteTotp { .. }
         | Change::ReplaceRecoveryCodes { .. } => mfa::apply_one(tx, change).await.map(|_| ()),
+        // A `session_revoked` of a change that revoked no session is left out.
+        Change::Record(e) if e.kind == EventKind::SessionRevoked && revoked.is_empty() => Ok(()),
+        Change::Record(e) => insert_events_tx(tx, std::slice::from_ref(e)).await,
     }
 }
 

@@ -11,6 +11,7 @@
 //! caching the JWKS for its `max-age` never meets an unknown `kid`. `keys rotate` (for a
 //! suspected compromise) switches at once instead.
 
+use crate::events::{Event, EventKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -165,7 +166,7 @@ impl KeyRing {
             // (or each would sign with a key the others do not know yet): each offers its
             // own, the store keeps at most one unretired key, and all read back the winner.
             match store
-                .insert_signing_key(&generate_key()?.sealed(secrets, now), None, None)
+                .insert_signing_key(&generate_key()?.sealed(secrets, now), None, None, &[])
                 .await
             {
                 Ok(()) | Err(StoreError::Conflict) => {}
@@ -262,7 +263,12 @@ impl KeyRing {
     ) -> Result<KeyRecord, StoreError> {
         let now = now_ms();
         let key = generate_key()?.sealed(secrets, now);
-        store.insert_signing_key(&key, Some(now), None).await?;
+        let rotated = Event::new(EventKind::KeysRotated, now)
+            .with("kid", key.kid.clone())
+            .with("trigger", "command");
+        store
+            .insert_signing_key(&key, Some(now), None, &[rotated])
+            .await?;
         store
             .prune_signing_keys(now - ms(access_ttl) - ms(RETIRED_KEY_MARGIN))
             .await?;
@@ -290,9 +296,18 @@ impl KeyRing {
         }
         let mut next = generate_key()?.sealed(&self.secrets, now);
         next.activates_at = now + ms(lead);
+        let rotated = Event::new(EventKind::KeysRotated, now)
+            .with("kid", next.kid.clone())
+            .with("retires", current.kid.clone())
+            .with("trigger", "schedule");
         match self
             .store
-            .insert_signing_key(&next, Some(next.activates_at), Some(&current.kid))
+            .insert_signing_key(
+                &next,
+                Some(next.activates_at),
+                Some(&current.kid),
+                &[rotated],
+            )
             .await
         {
             Ok(()) => {}

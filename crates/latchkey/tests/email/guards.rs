@@ -675,7 +675,7 @@ async fn mail_tokens_of_a_disabled_user_are_refused() {
     assert!(
         app.state
             .store()
-            .set_user_disabled(user, Some(now_ms()))
+            .set_user_disabled(user, Some(now_ms()), &[])
             .await
             .unwrap()
     );
@@ -694,7 +694,7 @@ async fn mail_tokens_of_a_disabled_user_are_refused() {
     assert!(
         app.state
             .store()
-            .set_user_disabled(user, None)
+            .set_user_disabled(user, None, &[])
             .await
             .unwrap()
     );

@@ -180,7 +180,7 @@ async fn legacy_session(app: &TestApp, user: UserId) -> (SessionId, RefreshToken
         amr: latchkey::mfa::Amr::NONE,
         generation: 0,
     };
-    assert!(app.state.store().insert_session(&s).await.unwrap());
+    assert!(app.state.store().insert_session(&s, &[]).await.unwrap());
     (s.id, token)
 }
 

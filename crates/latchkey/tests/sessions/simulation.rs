@@ -439,7 +439,7 @@ async fn run_seed(seed: u64, url: &str, steps: usize) {
             _ => {
                 if sim.rng.chance(30) {
                     let m = sim.rng.below(3) as usize;
-                    latchkey::session::revoke(&sim.apps[m].state, sim.sid, None, "logout")
+                    latchkey::session::revoke(&sim.apps[m].state, sim.sid, None, "logout", &[])
                         .await
                         .unwrap();
                     sim.log.push(format!("logout via instance {m}"));
