@@ -114,6 +114,32 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
+/// The named OpenID providers for the login page's `data-providers` attribute: JSON
+/// `[{"name", "label"}]`, escaped for a double-quoted HTML attribute. login.js makes one
+/// button per entry (text only, never markup).
+fn providers_attribute(providers: &[latchkey::config::OidcProviderConfig]) -> String {
+    let list: Vec<serde_json::Value> = providers
+        .iter()
+        .map(|p| serde_json::json!({ "name": p.name, "label": p.display_name }))
+        .collect();
+    html_attribute_escape(&serde_json::Value::Array(list).to_string())
+}
+
+fn html_attribute_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { page(INDEX.to_owned()) }))
@@ -132,10 +158,12 @@ pub fn routes() -> Router<AppState> {
                 } else {
                     "false"
                 };
+                let providers = providers_attribute(&state.config().oidc);
                 page(
                     LOGIN
                         .replace("__GOOGLE_ENABLED__", google)
-                        .replace("__PASSKEYS_ENABLED__", passkeys),
+                        .replace("__PASSKEYS_ENABLED__", passkeys)
+                        .replace("__OIDC_PROVIDERS__", &providers),
                 )
             }),
         )
