@@ -1958,15 +1958,11 @@ async fn end_to_end_with_a_real_openid_provider() {
 async fn two_real_providers_sign_in_and_keep_their_identities_apart() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let redirect = |via: Via| format!("http://{addr}{}", via.callback_path());
+    let (g_redirect, c_redirect) = (redirect(Via::Google), redirect(Via::Named));
     let (google, corp) = tokio::join!(
-        start_real_provider(
-            Via::Google,
-            &format!("http://{addr}{}", Via::Google.callback_path())
-        ),
-        start_real_provider(
-            Via::Named,
-            &format!("http://{addr}{}", Via::Named.callback_path())
-        ),
+        start_real_provider(Via::Google, &g_redirect),
+        start_real_provider(Via::Named, &c_redirect),
     );
     let (g_issuer, c_issuer) = (google.issuer.clone(), corp.issuer.clone());
     let app = common::spawn_on(listener, move |cfg, addr| {
