@@ -219,3 +219,39 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey::config::{GoogleConfig, OidcProviderConfig};
+
+    #[test]
+    fn the_provider_list_is_json_escaped_for_an_html_attribute() {
+        assert_eq!(providers_attribute(&[]), "[]");
+        let p = |name: &str, label: &str| OidcProviderConfig {
+            name: name.into(),
+            display_name: label.into(),
+            client: GoogleConfig {
+                client_id: "c".into(),
+                client_secret: "s".to_owned().into(),
+                issuer: "https://idp.example".into(),
+            },
+        };
+        let attr = providers_attribute(&[p("corp", r#"Corp "SSO" <b>&'"#), p("my-idp", "My IdP")]);
+        assert!(!attr.contains(['"', '<', '>', '\'']), "{attr}");
+        let unescaped = attr
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        let back: serde_json::Value = serde_json::from_str(&unescaped).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!([
+                {"name": "corp", "label": r#"Corp "SSO" <b>&'"#},
+                {"name": "my-idp", "label": "My IdP"}
+            ])
+        );
+    }
+}

@@ -1133,7 +1133,7 @@ mod tests {
         assert_eq!(err_with(&[("OIDC_CORP_ISSUER", "ftp://x.example")]).var, "OIDC_CORP_ISSUER");
         assert_eq!(
             err_with(&[("OIDC_CORP_ISSUER", "https://idp.example/realms/x/")]).var,
-            "OIDC_CORP_ISSUER",
+            "OIDC_MY_IDP_ISSUER",
             "two providers, one issuer"
         );
         let e = err_with(&[
