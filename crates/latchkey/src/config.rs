@@ -106,7 +106,9 @@ fn parse_oidc(
         if !OidcProviderConfig::valid_name(name) {
             return Err(ConfigError::new(
                 "OIDC_PROVIDERS",
-                format!("{name:?} is not a provider name: 1-32 of a-z, 0-9 and -, not starting with -"),
+                format!(
+                    "{name:?} is not a provider name: 1-32 of a-z, 0-9 and -, not starting with -"
+                ),
             ));
         }
         if name == "google" {
@@ -1098,7 +1100,13 @@ mod tests {
         let names: Vec<(&str, &str, &str)> = c
             .oidc
             .iter()
-            .map(|p| (p.name.as_str(), p.display_name.as_str(), p.client.issuer.as_str()))
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.display_name.as_str(),
+                    p.client.issuer.as_str(),
+                )
+            })
             .collect();
         assert_eq!(
             names,
@@ -1107,7 +1115,10 @@ mod tests {
                 ("my-idp", "my-idp", "https://idp.example/realms/x")
             ]
         );
-        assert!(!format!("{c:?}").contains("s1"), "secrets stay out of Debug");
+        assert!(
+            !format!("{c:?}").contains("s1"),
+            "secrets stay out of Debug"
+        );
         assert!(c.startup_summary().contains("oidc=corp,my-idp"));
         assert!(Config::from_pairs([]).unwrap().oidc.is_empty());
 
@@ -1123,14 +1134,29 @@ mod tests {
             let e = err_with(&[("OIDC_PROVIDERS", list)]);
             assert_eq!(e.var, "OIDC_PROVIDERS", "{bad:?}");
         }
-        assert_eq!(err_with(&[("OIDC_PROVIDERS", "corp,corp")]).var, "OIDC_PROVIDERS");
+        assert_eq!(
+            err_with(&[("OIDC_PROVIDERS", "corp,corp")]).var,
+            "OIDC_PROVIDERS"
+        );
         let e = err_with(&[("OIDC_PROVIDERS", "google")]);
         assert!(e.var == "OIDC_PROVIDERS" && e.message.contains("GOOGLE_CLIENT_ID"));
         assert_eq!(err_with(&[("OIDC_PROVIDERS", " , ")]).var, "OIDC_PROVIDERS");
-        assert_eq!(err_with(&[("OIDC_CORP_CLIENT_SECRET", "")]).var, "OIDC_CORP_CLIENT_SECRET");
-        assert_eq!(err_with(&[("OIDC_MY_IDP_CLIENT_ID", "")]).var, "OIDC_MY_IDP_CLIENT_ID");
-        assert_eq!(err_with(&[("OIDC_CORP_ISSUER", "not a url")]).var, "OIDC_CORP_ISSUER");
-        assert_eq!(err_with(&[("OIDC_CORP_ISSUER", "ftp://x.example")]).var, "OIDC_CORP_ISSUER");
+        assert_eq!(
+            err_with(&[("OIDC_CORP_CLIENT_SECRET", "")]).var,
+            "OIDC_CORP_CLIENT_SECRET"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_MY_IDP_CLIENT_ID", "")]).var,
+            "OIDC_MY_IDP_CLIENT_ID"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_CORP_ISSUER", "not a url")]).var,
+            "OIDC_CORP_ISSUER"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_CORP_ISSUER", "ftp://x.example")]).var,
+            "OIDC_CORP_ISSUER"
+        );
         assert_eq!(
             err_with(&[("OIDC_CORP_ISSUER", "https://idp.example/realms/x/")]).var,
             "OIDC_MY_IDP_ISSUER",
@@ -1142,7 +1168,10 @@ mod tests {
             ("OIDC_CORP_ISSUER", "https://accounts.google.com"),
         ]);
         assert_eq!(e.var, "OIDC_CORP_ISSUER", "Google's issuer is taken");
-        assert_eq!(err_with(&[("OIDC_CORP_DISPLAY_NAME", "a\u{7}b")]).var, "OIDC_CORP_DISPLAY_NAME");
+        assert_eq!(
+            err_with(&[("OIDC_CORP_DISPLAY_NAME", "a\u{7}b")]).var,
+            "OIDC_CORP_DISPLAY_NAME"
+        );
         let e = err_with(&[
             ("ENV", "production"),
             ("PUBLIC_URL", "https://auth.example"),
@@ -1150,6 +1179,9 @@ mod tests {
             ("SECRETS_KEY", KEY),
             ("OIDC_CORP_ISSUER", "http://login.corp.example"),
         ]);
-        assert!(e.var == "OIDC_CORP_ISSUER" && e.message.contains("https"), "{e}");
+        assert!(
+            e.var == "OIDC_CORP_ISSUER" && e.message.contains("https"),
+            "{e}"
+        );
     }
 }

@@ -214,12 +214,18 @@ pub fn set_oauth_state_cookie(
     path: &str,
     value: String,
 ) {
-    append(headers, policy.oauth_state(path, value, OAUTH_STATE_MAX_AGE));
+    append(
+        headers,
+        policy.oauth_state(path, value, OAUTH_STATE_MAX_AGE),
+    );
 }
 
 /// Clears the OAuth state cookie under the provider's `path`.
 pub fn clear_oauth_state_cookie(policy: CookiePolicy, headers: &mut HeaderMap, path: &str) {
-    append(headers, policy.oauth_state(path, String::new(), Duration::ZERO));
+    append(
+        headers,
+        policy.oauth_state(path, String::new(), Duration::ZERO),
+    );
 }
 
 /// All values of the cookie `name` in the request's `Cookie` headers, in order.

@@ -339,11 +339,7 @@ impl AppState {
     /// The named OpenID provider `name` (`OIDC_PROVIDERS`), if configured. Never Google's
     /// preset, whose routes are its own.
     pub fn oidc_provider(&self, name: &str) -> Option<&Provider> {
-        self.0
-            .oidc
-            .iter()
-            .find(|p| p.name() == name)
-            .map(|p| &**p)
+        self.0.oidc.iter().find(|p| p.name() == name).map(|p| &**p)
     }
     /// Every configured OpenID provider: Google's first, then the named ones in order.
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {

@@ -669,10 +669,12 @@ fn assert_no_auth_cookies(res: &reqwest::Response) {
 /// and its name when it is a named provider.
 fn answered_by(res: &reqwest::Response) -> (String, Option<String>) {
     let path = res.url().path();
-    let base = path.rsplit_once('/').expect("a provider route").0.to_owned();
-    let named = base
-        .strip_prefix("/api/v1/auth/oidc/")
-        .map(str::to_owned);
+    let base = path
+        .rsplit_once('/')
+        .expect("a provider route")
+        .0
+        .to_owned();
+    let named = base.strip_prefix("/api/v1/auth/oidc/").map(str::to_owned);
     (base, named)
 }
 
@@ -749,7 +751,9 @@ async fn google_off_answers_404_provider_not_configured() {
 async fn unknown_provider_names_answer_404_provider_not_configured() {
     // Only `corp` is configured. Google's preset lives at its own routes only.
     let (_issuer, app) = setup(Via::Named).await;
-    for name in ["other", "google", "CORP", "corp-", "corp%2Fx", "%FF", "corp%00"] {
+    for name in [
+        "other", "google", "CORP", "corp-", "corp%2Fx", "%FF", "corp%00",
+    ] {
         for end in ["login?next=/account", "callback?code=x&state=y"] {
             let path = format!("/api/v1/auth/oidc/{name}/{end}");
             let res = app.http.get(app.url(&path)).send().await.unwrap();
@@ -1052,7 +1056,9 @@ async fn verification_token_in_outbox(app: &TestApp, email: &str) -> String {
         .unwrap_or_else(|| panic!("a verification link for {email} in the outbox"))
 }
 
-async fn verified_google_email_links_to_a_verified_password_account_and_keeps_its_password(via: Via) {
+async fn verified_google_email_links_to_a_verified_password_account_and_keeps_its_password(
+    via: Via,
+) {
     let issuer = Issuer::start(via).await;
     // A long poll interval: a revocation would have to be marked at once to show.
     let app = app_for_with(via, issuer.base(), |c| {
@@ -1226,11 +1232,17 @@ async fn foreign_azp_is_refused(via: Via) {
 }
 
 async fn wrong_issuer_is_refused(via: Via) {
-    assert_token_refused(via, |s| s.overrides.push(("iss", json!("https://evil.example")))).await;
+    assert_token_refused(via, |s| {
+        s.overrides.push(("iss", json!("https://evil.example")))
+    })
+    .await;
 }
 
 async fn googles_bare_issuer_spelling_is_refused_for_other_issuers(via: Via) {
-    assert_token_refused(via, |s| s.overrides.push(("iss", json!("accounts.google.com")))).await;
+    assert_token_refused(via, |s| {
+        s.overrides.push(("iss", json!("accounts.google.com")))
+    })
+    .await;
 }
 
 async fn expired_token_is_refused(via: Via) {
@@ -1254,7 +1266,10 @@ async fn token_issued_long_ago_is_refused(via: Via) {
 }
 
 async fn wrong_nonce_is_refused(via: Via) {
-    assert_token_refused(via, |s| s.overrides.push(("nonce", json!("not-the-nonce-we-sent")))).await;
+    assert_token_refused(via, |s| {
+        s.overrides.push(("nonce", json!("not-the-nonce-we-sent")))
+    })
+    .await;
 }
 
 async fn missing_nonce_is_refused(via: Via) {
@@ -1435,9 +1450,11 @@ async fn provider_error_is_oauth_denied(via: Via) {
 async fn provider_error_without_our_state_is_a_state_mismatch(via: Via) {
     // A forged error redirect (no state cookie) is not reported as the user's decision.
     let (_issuer, app) = setup(via).await;
-    let url =
-        Url::parse(&app.url(&format!("{}?error=access_denied&state=whatever", via.callback_path())))
-            .unwrap();
+    let url = Url::parse(&app.url(&format!(
+        "{}?error=access_denied&state=whatever",
+        via.callback_path()
+    )))
+    .unwrap();
     assert_failed(&callback(&app, &url, None).await, "oauth_state_mismatch");
 }
 
@@ -1624,12 +1641,24 @@ async fn a_code_of_one_provider_is_refused_at_another() {
     let g_back = authorize_at(&g_app, &g_started).await;
     let c_started = start(&c_app, "").await;
     let c_back = authorize_at(&c_app, &c_started).await;
-    let code = |u: &Url| u.query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let code = |u: &Url| {
+        u.query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
+    };
     // corp's own attempt (state, cookie, iss), with Google's code in it.
     let swapped: Vec<(String, String)> = c_back
         .query_pairs()
         .into_owned()
-        .map(|(k, v)| if k == "code" { (k, code(&g_back)) } else { (k, v) })
+        .map(|(k, v)| {
+            if k == "code" {
+                (k, code(&g_back))
+            } else {
+                (k, v)
+            }
+        })
         .collect();
     let mut wrong = c_back.clone();
     wrong.query_pairs_mut().clear().extend_pairs(swapped);
@@ -1637,10 +1666,17 @@ async fn a_code_of_one_provider_is_refused_at_another() {
         &callback(&c_app, &wrong, Some(&c_started.cookie)).await,
         "oauth_failed",
     );
-    assert_eq!(google.hits().2, 0, "Google's token endpoint was never asked");
+    assert_eq!(
+        google.hits().2,
+        0,
+        "Google's token endpoint was never asked"
+    );
     assert_eq!(user_count(&g_app).await, 0);
     // The code still works where it belongs.
-    assert_signed_in(&callback(&g_app, &g_back, Some(&g_started.cookie)).await, "/");
+    assert_signed_in(
+        &callback(&g_app, &g_back, Some(&g_started.cookie)).await,
+        "/",
+    );
 }
 
 #[tokio::test]
@@ -1718,10 +1754,13 @@ async fn start_real_provider(via: Via, redirect_uri: &str) -> RealProvider {
         .env("CLIENT_ID", via.client_id())
         .env("CLIENT_SECRET", via.client_secret())
         // Each provider its own addresses: the same login at two providers is two people.
-        .env("EMAIL_DOMAIN", match via {
-            Via::Google => "example.com",
-            Via::Named => "corp.example",
-        })
+        .env(
+            "EMAIL_DOMAIN",
+            match via {
+                Via::Google => "example.com",
+                Via::Named => "corp.example",
+            },
+        )
         .env("REDIRECT_URI", redirect_uri)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -1829,7 +1868,9 @@ async fn through_provider(
         };
         if res.status().is_redirection() {
             let to = next.join(&location(&res)).unwrap();
-            if to.path().ends_with("/callback") && to.origin() == Url::parse(&app.base).unwrap().origin() {
+            if to.path().ends_with("/callback")
+                && to.origin() == Url::parse(&app.base).unwrap().origin()
+            {
                 return b.get(to).send().await.unwrap();
             }
             next = to;
@@ -1867,9 +1908,11 @@ async fn real_setup() -> (TestApp, RealProvider) {
     // the provider's before the app is configured: bind the app's listener first.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let provider =
-        start_real_provider(Via::Google, &format!("http://{addr}{}", Via::Google.callback_path()))
-            .await;
+    let provider = start_real_provider(
+        Via::Google,
+        &format!("http://{addr}{}", Via::Google.callback_path()),
+    )
+    .await;
     let issuer = provider.issuer.clone();
     let app = common::spawn_on(listener, move |cfg, addr| {
         cfg.public_url = format!("http://{addr}");
@@ -1990,7 +2033,10 @@ async fn two_real_providers_sign_in_and_keep_their_identities_apart() {
     assert!(authorize[0].as_str().starts_with(&google.issuer));
     assert!(authorize[1].as_str().starts_with(&corp.issuer));
     let mut users = Vec::new();
-    for (via, start) in [(Via::Named, authorize[1].clone()), (Via::Google, authorize[0].clone())] {
+    for (via, start) in [
+        (Via::Named, authorize[1].clone()),
+        (Via::Google, authorize[0].clone()),
+    ] {
         let done = through_provider(&b, &app, start, &Choice::Approve(login.clone())).await;
         assert_eq!(done.url().path(), via.callback_path());
         let jar = assert_signed_in(&done, "/account");
@@ -2000,7 +2046,10 @@ async fn two_real_providers_sign_in_and_keep_their_identities_apart() {
     }
     assert_eq!(users[0]["email"], format!("{login}@corp.example"));
     assert_eq!(users[1]["email"], format!("{login}@example.com"));
-    assert_ne!(users[0]["id"], users[1]["id"], "same sub, two providers: two people");
+    assert_ne!(
+        users[0]["id"], users[1]["id"],
+        "same sub, two providers: two people"
+    );
     for (issuer, user) in [(&corp.issuer, &users[0]), (&google.issuer, &users[1])] {
         let found = app
             .state

@@ -95,7 +95,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/google/login", get(oidc::google_login))
         .route("/api/v1/auth/google/callback", get(oidc::google_callback))
         .route("/api/v1/auth/oidc/{name}/login", get(oidc::oidc_login))
-        .route("/api/v1/auth/oidc/{name}/callback", get(oidc::oidc_callback))
+        .route(
+            "/api/v1/auth/oidc/{name}/callback",
+            get(oidc::oidc_callback),
+        )
         .route("/api/v1/me", get(auth::me))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))

@@ -71,7 +71,10 @@ fn method(provider: &Provider) -> &'static str {
 
 /// The named provider of the path, or 404 `provider_not_configured` (also for a path
 /// segment axum cannot decode: no plain-text rejection escapes).
-fn named(state: &AppState, name: Result<Path<String>, PathRejection>) -> Result<&Provider, ApiError> {
+fn named(
+    state: &AppState,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<&Provider, ApiError> {
     let Ok(Path(name)) = name else {
         return Err(ApiError::ProviderNotConfigured);
     };

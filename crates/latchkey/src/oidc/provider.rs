@@ -885,8 +885,8 @@ mod tests {
                 issuer: "https://a.example".into(),
             },
         };
-        let p = Provider::named(&cfg, "http://localhost:8080", &StateSealer::generate_key())
-            .unwrap();
+        let p =
+            Provider::named(&cfg, "http://localhost:8080", &StateSealer::generate_key()).unwrap();
         assert_eq!(p.name(), "corp");
         assert!(!p.is_google_preset());
         assert_eq!(p.base_path(), "/api/v1/auth/oidc/corp");
@@ -900,13 +900,22 @@ mod tests {
         let mut from_b = claims("https://b.example");
         from_b["aud"] = json!("client-b");
         from_b["azp"] = json!("client-b");
-        assert!(p.validate(&m, &rs256(&from_b, "k1"), &nonce()).is_err(), "B's token");
+        assert!(
+            p.validate(&m, &rs256(&from_b, "k1"), &nonce()).is_err(),
+            "B's token"
+        );
         let mut iss_b = ok.clone();
         iss_b["iss"] = json!("https://b.example");
-        assert!(p.validate(&m, &rs256(&iss_b, "k1"), &nonce()).is_err(), "B's issuer");
+        assert!(
+            p.validate(&m, &rs256(&iss_b, "k1"), &nonce()).is_err(),
+            "B's issuer"
+        );
         let mut aud_b = ok.clone();
         aud_b["aud"] = json!("client-b");
-        assert!(p.validate(&m, &rs256(&aud_b, "k1"), &nonce()).is_err(), "B's audience");
+        assert!(
+            p.validate(&m, &rs256(&aud_b, "k1"), &nonce()).is_err(),
+            "B's audience"
+        );
         // Google's bare issuer spelling means nothing to a named provider.
         assert!(!p.accepts_issuer("accounts.google.com"));
     }
