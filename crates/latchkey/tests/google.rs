@@ -1592,6 +1592,11 @@ async fn the_same_subject_at_two_providers_is_two_identities() {
     let again = me(&c_app, &assert_signed_in(&sign_in(&c_app, "").await, "/")).await;
     assert_eq!(again["id"], c_user["id"]);
     assert_eq!(user_count(&g_app).await, 2);
+    // Each provider fetched its own discovery document and keys, once.
+    for issuer in [&google, &corp] {
+        let (discovery, jwks, _) = issuer.hits();
+        assert_eq!((discovery, jwks), (1, 1), "{}", issuer.base());
+    }
 
     // A third person at corp whose address is Google's user's: linked only once corp
     // vouches for the address, and then both providers sign in to that one account.
