@@ -223,7 +223,7 @@ pub fn routes() -> Router<AppState> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use latchkey::config::{GoogleConfig, OidcProviderConfig};
+    use latchkey::config::{OidcClientConfig, OidcProviderConfig};
 
     #[test]
     fn the_provider_list_is_json_escaped_for_an_html_attribute() {
@@ -231,7 +231,7 @@ mod tests {
         let p = |name: &str, label: &str| OidcProviderConfig {
             name: name.into(),
             display_name: label.into(),
-            client: GoogleConfig {
+            client: OidcClientConfig {
                 client_id: "c".into(),
                 client_secret: "s".to_owned().into(),
                 issuer: "https://idp.example".into(),

@@ -45,15 +45,18 @@ pub enum LogFormat {
 /// An OpenID Connect client's settings at one provider: Google's (`GOOGLE_*`, present only
 /// when both id and secret are set) or a named provider's (`OIDC_<NAME>_*`).
 #[derive(Clone)]
-pub struct GoogleConfig {
+pub struct OidcClientConfig {
     pub client_id: String,
     pub client_secret: SecretString,
     pub issuer: String,
 }
 
-impl fmt::Debug for GoogleConfig {
+/// The Google preset's client settings (the name from before named providers existed).
+pub type GoogleConfig = OidcClientConfig;
+
+impl fmt::Debug for OidcClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GoogleConfig")
+        f.debug_struct("OidcClientConfig")
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("issuer", &self.issuer)
@@ -69,7 +72,7 @@ pub struct OidcProviderConfig {
     pub name: String,
     /// What the login page's button says (`OIDC_<NAME>_DISPLAY_NAME`, default the name).
     pub display_name: String,
-    pub client: GoogleConfig,
+    pub client: OidcClientConfig,
 }
 
 impl OidcProviderConfig {
@@ -180,7 +183,7 @@ fn parse_oidc(
         out.push(OidcProviderConfig {
             name: name.to_owned(),
             display_name,
-            client: GoogleConfig {
+            client: OidcClientConfig {
                 client_id,
                 client_secret,
                 issuer,

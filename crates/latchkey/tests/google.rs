@@ -32,7 +32,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::{Jar, TestApp, set_cookie_lines, set_cookies, spawn_with_addr};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use latchkey::config::{GoogleConfig, OidcProviderConfig};
+use latchkey::config::{GoogleConfig, OidcClientConfig, OidcProviderConfig};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
@@ -92,7 +92,7 @@ impl Via {
     }
     /// Points this provider of `cfg` at `issuer`.
     fn configure(self, cfg: &mut latchkey::Config, issuer: String) {
-        let client = GoogleConfig {
+        let client = OidcClientConfig {
             client_id: self.client_id().into(),
             client_secret: SecretString::from(self.client_secret()),
             issuer,

@@ -28,7 +28,7 @@ use subtle::ConstantTimeEq;
 
 use super::OAuthFailure;
 use super::state_cookie::{PendingLogin, StateSealer};
-use crate::config::{GoogleConfig, OidcProviderConfig};
+use crate::config::{GoogleConfig, OidcClientConfig, OidcProviderConfig};
 use crate::cookies::{OAUTH_STATE_COOKIE_PATH, OAUTH_STATE_MAX_AGE};
 
 /// Google's issuer, and the second spelling its ID tokens may carry (OIDC Core 15.6.2).
@@ -218,7 +218,7 @@ impl Provider {
         display_name: &str,
         base_path: String,
         sealer: StateSealer,
-        cfg: &GoogleConfig,
+        cfg: &OidcClientConfig,
         public_url: &str,
     ) -> Result<Self, String> {
         let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
@@ -879,7 +879,7 @@ mod tests {
         let cfg = OidcProviderConfig {
             name: "corp".into(),
             display_name: "Corp".into(),
-            client: GoogleConfig {
+            client: OidcClientConfig {
                 client_id: CLIENT.into(),
                 client_secret: SECRET.to_owned().into(),
                 issuer: "https://a.example".into(),
