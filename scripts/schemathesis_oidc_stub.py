@@ -1,8 +1,8 @@
 """A minimal OpenID Provider for scripts/schemathesis.sh: discovery and an empty JWKS, nothing else.
 
-With it, latchkey's Google routes and those of the named provider `stub` (SPEC 13) do their
+With it, latchkey's Google routes and those of the named provider `corp` (SPEC 13) do their
 real work under the fuzzer instead of answering 404 `provider_not_configured`. It is two
-issuers on one port, `http://127.0.0.1:PORT` (Google's preset) and `http://127.0.0.1:PORT/stub`
+issuers on one port, `http://127.0.0.1:PORT` (Google's preset) and `http://127.0.0.1:PORT/corp`
 (no two providers may share an issuer): `/google/login` discovers the provider and redirects to its
 authorization endpoint (302, state cookie set), and `/google/callback` checks whatever query
 the fuzzer sends against the state cookie (302 to `/login?error=…`). No code can ever be
@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        prefix = "/stub" if self.path.startswith("/stub/") else ""
+        prefix = "/corp" if self.path.startswith("/corp/") else ""
         path = self.path[len(prefix):]
         issuer = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
         if path == "/.well-known/openid-configuration":

@@ -102,7 +102,7 @@ pub async fn google_login(
 /// Starts sign-in with a named OpenID provider (SPEC 13).
 #[utoipa::path(get, path = "/api/v1/auth/oidc/{name}/login", tag = "auth", operation_id = "oidc_login",
     params(
-        ("name" = String, Path, description = "The provider's name in `OIDC_PROVIDERS`", pattern = "^[a-z0-9][a-z0-9-]{0,31}$"),
+        ("name" = String, Path, description = "The provider's name in `OIDC_PROVIDERS`", pattern = "^[a-z0-9][a-z0-9-]{0,31}$", example = "corp"),
         ("next" = Option<String>, Query, description = "Where to go after signing in: a same-origin path (anything else becomes `/`)"),
     ),
     responses(
@@ -156,7 +156,7 @@ pub async fn google_callback(
 /// Finishes sign-in with a named OpenID provider (SPEC 13).
 #[utoipa::path(get, path = "/api/v1/auth/oidc/{name}/callback", tag = "auth", operation_id = "oidc_callback",
     params(
-        ("name" = String, Path, description = "The provider's name in `OIDC_PROVIDERS`", pattern = "^[a-z0-9][a-z0-9-]{0,31}$"),
+        ("name" = String, Path, description = "The provider's name in `OIDC_PROVIDERS`", pattern = "^[a-z0-9][a-z0-9-]{0,31}$", example = "corp"),
         ("code" = Option<String>, Query, description = "Authorization code"),
         ("state" = Option<String>, Query, description = "Must match this provider's OAuth state cookie"),
         ("error" = Option<String>, Query, description = "Set by the provider when the user declined or the request failed"),
