@@ -41,8 +41,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Google sign-in is on, against a stub OpenID Provider (discovery only), so its two routes
-# are fuzzed for real (see scripts/schemathesis_oidc_stub.py).
+# Google sign-in and a named provider (`corp`, the document's example name; SPEC 13) are
+# on, against a stub OpenID Provider (discovery only), so their routes are fuzzed for real
+# (see scripts/schemathesis_oidc_stub.py).
 python3 "$ROOT/scripts/schemathesis_oidc_stub.py" "$WORK/oidc.port" &
 OIDC_PID=$!
 for _ in $(seq 1 50); do [ -s "$WORK/oidc.port" ] && break; sleep 0.1; done
@@ -62,10 +63,12 @@ run_pass() {
   (
     cd "$dir"
     exec env -u ENV -u SMTP_URL -u DATABASE_URL -u SECRETS_KEY -u SECRETS_KEY_FILE \
-      -u OIDC_PROVIDERS -u REQUIRE_EMAIL_VERIFICATION \
+      -u REQUIRE_EMAIL_VERIFICATION \
       LISTEN_ADDR="127.0.0.1:$port" PUBLIC_URL="$LATCHKEY_URL" DATABASE_URL="sqlite://$dir/latchkey.db" \
       TRUSTED_PROXIES=127.0.0.1 RUST_LOG=warn \
       GOOGLE_CLIENT_ID=schemathesis GOOGLE_CLIENT_SECRET=schemathesis GOOGLE_ISSUER="http://127.0.0.1:$(cat "$WORK/oidc.port")" \
+      OIDC_PROVIDERS=corp OIDC_CORP_CLIENT_ID=schemathesis OIDC_CORP_CLIENT_SECRET=schemathesis \
+      OIDC_CORP_ISSUER="http://127.0.0.1:$(cat "$WORK/oidc.port")/corp" \
       "$LATCHKEY_BIN" serve
   ) >"$dir/server.log" 2>&1 &
   SERVER_PID=$!

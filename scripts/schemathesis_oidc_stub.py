@@ -1,7 +1,9 @@
 """A minimal OpenID Provider for scripts/schemathesis.sh: discovery and an empty JWKS, nothing else.
 
-With it, latchkey's Google routes do their real work under the fuzzer instead of answering
-404 `provider_not_configured`: `/google/login` discovers the provider and redirects to its
+With it, latchkey's Google routes and those of the named provider `corp` (SPEC 13) do their
+real work under the fuzzer instead of answering 404 `provider_not_configured`. It is two
+issuers on one port, `http://127.0.0.1:PORT` (Google's preset) and `http://127.0.0.1:PORT/corp`
+(no two providers may share an issuer): `/google/login` discovers the provider and redirects to its
 authorization endpoint (302, state cookie set), and `/google/callback` checks whatever query
 the fuzzer sends against the state cookie (302 to `/login?error=…`). No code can ever be
 exchanged here: the fuzzer has no state cookie to match. (The full sign-in is tested against
@@ -18,8 +20,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        issuer = f"http://127.0.0.1:{self.server.server_address[1]}"
-        if self.path == "/.well-known/openid-configuration":
+        prefix = "/corp" if self.path.startswith("/corp/") else ""
+        path = self.path[len(prefix):]
+        issuer = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
+        if path == "/.well-known/openid-configuration":
             body = {
                 "issuer": issuer,
                 "authorization_endpoint": f"{issuer}/authorize",
@@ -29,7 +33,7 @@ class Handler(BaseHTTPRequestHandler):
                 "subject_types_supported": ["public"],
                 "id_token_signing_alg_values_supported": ["RS256"],
             }
-        elif self.path == "/jwks":
+        elif path == "/jwks":
             body = {"keys": []}
         else:
             self.send_error(404)

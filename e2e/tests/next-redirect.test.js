@@ -115,18 +115,56 @@ test('finding 1: a safe next lands on exactly its path, and /login does not loop
 
 test('finding 1: the Google link passes on the checked next, or /account', async () => {
   const page = await context.newPage();
-  // This server has no Google; the page as served with Google on (the server sets this flag).
+  // This server has no OpenID provider; the page as served with Google and two named
+  // providers on (SPEC 13; the server writes these attributes, the list HTML-escaped).
+  const providers = JSON.stringify([{ name: 'corp', label: 'Corp <SSO>' }, { name: 'my-idp', label: 'My IdP' }])
+    .replaceAll('&', '&amp;').replaceAll('"', '&quot;').replaceAll('<', '&lt;').replaceAll('>', '&gt;');
   await page.route(
     (url) => url.origin === server.url && url.pathname === '/login',
     async (route) => {
       const res = await route.fetch();
-      await route.fulfill({ response: res, body: (await res.text()).replace('data-google="false"', 'data-google="true"') });
+      const body = (await res.text())
+        .replace('data-google="false"', 'data-google="true"')
+        .replace('data-providers="[]"', `data-providers="${providers}"`);
+      await route.fulfill({ response: res, body });
     },
   );
   for (const [next, want] of [...SAFE, ...DANGEROUS.slice(0, 4).map((d) => [d, '/account'])]) {
     await page.goto(`${server.url}/login?next=${encodeURIComponent(next)}`);
     await page.locator('#google-section').waitFor();
     assert.equal(await page.locator('#google').getAttribute('href'), `/api/v1/auth/google/login?next=${encodeURIComponent(want)}`, `next=${next}`);
+    // Every provider's link passes on the same checked next.
+    for (const name of ['corp', 'my-idp']) {
+      assert.equal(
+        await page.getByTestId(`oidc-login-${name}`).getAttribute('href'),
+        `/api/v1/auth/oidc/${name}/login?next=${encodeURIComponent(want)}`,
+        `${name}: next=${next}`,
+      );
+    }
+  }
+  // One button per provider, its label as text (never markup), Google's first.
+  const labels = await page.locator('#google-section a').allTextContents();
+  assert.deepEqual(labels.map((t) => t.trim()), ['G Sign in with Google', 'Sign in with Corp <SSO>', 'Sign in with My IdP']);
+  await page.close();
+});
+
+test('SPEC 13: an OpenID error names the provider it came from, never text from the URL', async () => {
+  const page = await context.newPage();
+  const providers = JSON.stringify([{ name: 'corp', label: 'Corp SSO' }]).replaceAll('"', '&quot;');
+  await page.route(
+    (url) => url.origin === server.url && url.pathname === '/login',
+    async (route) => {
+      const res = await route.fetch();
+      await route.fulfill({ response: res, body: (await res.text()).replace('data-providers="[]"', `data-providers="${providers}"`) });
+    },
+  );
+  for (const [query, want] of [
+    ['error=oauth_denied&provider=corp', 'Corp SSO sign-in was cancelled.'],
+    ['error=oauth_denied', 'Google sign-in was cancelled.'],
+    ['error=oauth_denied&provider=%3Cb%3Eevil', 'Your provider sign-in was cancelled.'],
+  ]) {
+    await page.goto(`${server.url}/login?${query}`);
+    await page.locator('#error').filter({ hasText: want }).waitFor();
   }
   await page.close();
 });

@@ -70,8 +70,9 @@ const enabled = document.body.dataset.passkeys === 'true';
 
 if (enabled && isSupported()) {
   /** @type {HTMLElement} */ (document.getElementById('passkey-section')).hidden = false;
-  // One divider under the sign-in buttons: Google's, when it is shown.
-  if (document.body.dataset.google === 'true') {
+  // One divider under the sign-in buttons: the OpenID providers', when they are shown
+  // (login.js, which runs first, shows them).
+  if (!(/** @type {HTMLElement} */ (document.getElementById('google-section')).hidden)) {
     /** @type {HTMLElement} */ (document.getElementById('passkey-divider')).hidden = true;
   }
   button.addEventListener('click', async () => {

@@ -1,16 +1,40 @@
-// Login page (/login): sign in, sign up, Google. Served at /static/login.js.
+// Login page (/login): sign in, sign up, Google and the other OpenID providers. Served at
+// /static/login.js.
 // Login and signup use plain fetch: their 401/409 are answers, not expired sessions.
 
 import { loginPageNext } from './next.js';
 import { showSecondStep } from './mfa.js';
 
+const params = new URLSearchParams(location.search);
+
+/**
+ * The named OpenID providers the server has on (SPEC 13): `data-providers`, JSON the server
+ * writes from its configuration. Anything malformed counts as none.
+ * @returns {{ name: string, label: string }[]}
+ */
+function namedProviders() {
+  try {
+    const list = JSON.parse(document.body.dataset.providers || '[]');
+    if (!Array.isArray(list)) return [];
+    return list.filter((p) => p && typeof p.name === 'string' && /^[a-z0-9][a-z0-9-]{0,31}$/.test(p.name) && typeof p.label === 'string');
+  } catch {
+    return [];
+  }
+}
+const providers = namedProviders();
+
+// Which provider a `?error=` came from: a named provider's callback adds `&provider=NAME`;
+// Google's adds nothing. Only a configured provider's label is shown, never URL text.
+const failedAt = params.get('provider');
+const who = failedAt === null ? 'Google' : providers.find((p) => p.name === failedAt)?.label || 'Your provider';
+
 /** Readable text for the `?error=` codes and the API's problem `code`s. */
 const MESSAGES = {
-  oauth_state_mismatch: 'Google sign-in could not be completed: the attempt expired or was started in another tab. Please try again.',
-  oauth_denied: 'Google sign-in was cancelled.',
-  oauth_failed: 'Google sign-in failed. Please try again.',
-  email_not_verified: 'Google has not verified the email address of that account, so it cannot be used here. Verify it with Google, or sign in with your password.',
-  provider_not_configured: 'Google sign-in is not enabled on this server.',
+  oauth_state_mismatch: `${who} sign-in could not be completed: the attempt expired or was started in another tab. Please try again.`,
+  oauth_denied: `${who} sign-in was cancelled.`,
+  oauth_failed: `${who} sign-in failed. Please try again.`,
+  email_not_verified: `${who} has not verified the email address of that account, so it cannot be used here. Verify it with ${who}, or sign in with your password.`,
+  provider_not_configured: `${who} sign-in is not enabled on this server.`,
   invalid_credentials: 'Wrong email or password.',
   email_taken: 'An account with this email already exists. Sign in instead.',
   weak_password: 'Choose a password of 8 to 256 characters.',
@@ -23,7 +47,6 @@ const MESSAGES = {
   overloaded: 'The server is busy. Please try again in a moment.',
 };
 
-const params = new URLSearchParams(location.search);
 // Finding 1 (issue 9): the rule lives in next.js, shared with the server's by one table of cases.
 const next = loginPageNext(params.get('next'), location.origin);
 const errorBox = /** @type {HTMLElement} */ (document.getElementById('error'));
@@ -51,14 +74,27 @@ const messageFor = (code, fallback) =>
     ? MESSAGES[/** @type {keyof typeof MESSAGES} */ (code)]
     : fallback || 'Sign-in failed. Please try again.';
 
-// Google sign-in, when the server has it on (it replaces __GOOGLE_ENABLED__ in the page).
-if (document.body.dataset.google === 'true') {
-  const google = /** @type {HTMLAnchorElement} */ (document.getElementById('google'));
-  google.href = '/api/v1/auth/google/login?next=' + encodeURIComponent(next);
+// Google sign-in, when the server has it on (it replaces __GOOGLE_ENABLED__ in the page),
+// and one button per named provider; each link passes on the checked `next`.
+const googleOn = document.body.dataset.google === 'true';
+const google = /** @type {HTMLAnchorElement} */ (document.getElementById('google'));
+google.href = '/api/v1/auth/google/login?next=' + encodeURIComponent(next);
+google.hidden = !googleOn;
+const buttons = /** @type {HTMLElement} */ (document.getElementById('oidc-buttons'));
+for (const p of providers) {
+  const a = document.createElement('a');
+  a.className = 'button secondary full';
+  a.href = `/api/v1/auth/oidc/${p.name}/login?next=` + encodeURIComponent(next);
+  a.dataset.testid = `oidc-login-${p.name}`;
+  a.dataset.provider = p.name;
+  a.textContent = `Sign in with ${p.label}`;
+  buttons.append(a);
+}
+if (googleOn || providers.length > 0) {
   /** @type {HTMLElement} */ (document.getElementById('google-section')).hidden = false;
 }
 
-// An error sent back here, e.g. by the Google callback: /login?error=oauth_denied
+// An error sent back here, e.g. by an OpenID callback: /login?error=oauth_denied
 const errorCode = params.get('error');
 if (errorCode) showError(messageFor(errorCode));
 

@@ -119,6 +119,32 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
+/// The named OpenID providers for the login page's `data-providers` attribute: JSON
+/// `[{"name", "label"}]`, escaped for a double-quoted HTML attribute. login.js makes one
+/// button per entry (text only, never markup).
+fn providers_attribute(providers: &[latchkey::config::OidcProviderConfig]) -> String {
+    let list: Vec<serde_json::Value> = providers
+        .iter()
+        .map(|p| serde_json::json!({ "name": p.name, "label": p.display_name }))
+        .collect();
+    html_attribute_escape(&serde_json::Value::Array(list).to_string())
+}
+
+fn html_attribute_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { page(INDEX.to_owned()) }))
@@ -137,10 +163,12 @@ pub fn routes() -> Router<AppState> {
                 } else {
                     "false"
                 };
+                let providers = providers_attribute(&state.config().oidc);
                 page(
                     LOGIN
                         .replace("__GOOGLE_ENABLED__", google)
-                        .replace("__PASSKEYS_ENABLED__", passkeys),
+                        .replace("__PASSKEYS_ENABLED__", passkeys)
+                        .replace("__OIDC_PROVIDERS__", &providers),
                 )
             }),
         )
@@ -195,4 +223,40 @@ pub fn routes() -> Router<AppState> {
             get(|| async { asset(PASSKEYS_DTS, "application/typescript; charset=utf-8") }),
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use latchkey::config::{OidcClientConfig, OidcProviderConfig};
+
+    #[test]
+    fn the_provider_list_is_json_escaped_for_an_html_attribute() {
+        assert_eq!(providers_attribute(&[]), "[]");
+        let p = |name: &str, label: &str| OidcProviderConfig {
+            name: name.into(),
+            display_name: label.into(),
+            client: OidcClientConfig {
+                client_id: "c".into(),
+                client_secret: "s".to_owned().into(),
+                issuer: "https://idp.example".into(),
+            },
+        };
+        let attr = providers_attribute(&[p("corp", r#"Corp "SSO" <b>&'"#), p("my-idp", "My IdP")]);
+        assert!(!attr.contains(['"', '<', '>', '\'']), "{attr}");
+        let unescaped = attr
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&");
+        let back: serde_json::Value = serde_json::from_str(&unescaped).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!([
+                {"name": "corp", "label": r#"Corp "SSO" <b>&'"#},
+                {"name": "my-idp", "label": "My IdP"}
+            ])
+        );
+    }
 }

@@ -5,6 +5,7 @@
 //! every environment-sensitive toggle (cookie names and `Secure`, HSTS, log format, the
 //! `https://` requirement) reads it and nothing else.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,15 +21,15 @@ use url::Url;
 #[error("invalid configuration: {var}: {message}")]
 pub struct ConfigError {
     /// The environment variable at fault.
-    pub var: &'static str,
+    pub var: Cow<'static, str>,
     /// What is wrong with it (never its value when the variable is a secret).
     pub message: String,
 }
 
 impl ConfigError {
-    fn new(var: &'static str, message: impl Into<String>) -> Self {
+    fn new(var: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
-            var,
+            var: var.into(),
             message: message.into(),
         }
     }
@@ -41,22 +42,161 @@ pub enum LogFormat {
     Json,
 }
 
-/// Google (OpenID Connect) client settings; present only when both id and secret are set.
+/// An OpenID Connect client's settings at one provider: Google's (`GOOGLE_*`, present only
+/// when both id and secret are set) or a named provider's (`OIDC_<NAME>_*`).
 #[derive(Clone)]
-pub struct GoogleConfig {
+pub struct OidcClientConfig {
     pub client_id: String,
     pub client_secret: SecretString,
     pub issuer: String,
 }
 
-impl fmt::Debug for GoogleConfig {
+/// The Google preset's client settings (the name from before named providers existed).
+pub type GoogleConfig = OidcClientConfig;
+
+impl fmt::Debug for OidcClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GoogleConfig")
+        f.debug_struct("OidcClientConfig")
             .field("client_id", &self.client_id)
             .field("client_secret", &"[redacted]")
             .field("issuer", &self.issuer)
             .finish()
     }
+}
+
+/// One named OpenID provider (`OIDC_PROVIDERS`, SPEC 13): signs in at
+/// `/api/v1/auth/oidc/{name}/login`.
+#[derive(Clone, Debug)]
+pub struct OidcProviderConfig {
+    /// The provider's name in routes and env variables: `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// What the login page's button says (`OIDC_<NAME>_DISPLAY_NAME`, default the name).
+    pub display_name: String,
+    pub client: OidcClientConfig,
+}
+
+impl OidcProviderConfig {
+    /// Whether `name` is a valid provider name: 1–32 of `a-z`, `0-9`, `-`, not starting
+    /// with `-`. Routes, cookie paths and variable names are built from it unescaped.
+    pub fn valid_name(name: &str) -> bool {
+        (1..=32).contains(&name.len())
+            && !name.starts_with('-')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    }
+
+    /// The prefix of this provider's variables: `OIDC_` + the name upper-cased, `-` as `_`.
+    pub fn env_prefix(name: &str) -> String {
+        format!("OIDC_{}_", name.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
+/// `OIDC_PROVIDERS` and each provider's `OIDC_<NAME>_ISSUER`, `_CLIENT_ID`,
+/// `_CLIENT_SECRET` (required) and `_DISPLAY_NAME` (optional). Names are unique, `google`
+/// is reserved for the `GOOGLE_*` preset, and no two providers (Google included) share an
+/// issuer, so that an identity (issuer, `sub`) belongs to exactly one provider.
+fn parse_oidc(
+    get: &dyn Fn(&str) -> Option<String>,
+    production: bool,
+    google: Option<&GoogleConfig>,
+) -> Result<Vec<OidcProviderConfig>, ConfigError> {
+    let Some(list) = get("OIDC_PROVIDERS") else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<OidcProviderConfig> = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !OidcProviderConfig::valid_name(name) {
+            return Err(ConfigError::new(
+                "OIDC_PROVIDERS",
+                format!(
+                    "{name:?} is not a provider name: 1-32 of a-z, 0-9 and -, not starting with -"
+                ),
+            ));
+        }
+        if name == "google" {
+            return Err(ConfigError::new(
+                "OIDC_PROVIDERS",
+                "\"google\" is reserved: configure Google with GOOGLE_CLIENT_ID and GOOGLE_CLIENT_SECRET",
+            ));
+        }
+        if out.iter().any(|p| p.name == name) {
+            return Err(ConfigError::new(
+                "OIDC_PROVIDERS",
+                format!("{name:?} is listed twice"),
+            ));
+        }
+        let prefix = OidcProviderConfig::env_prefix(name);
+        let var = |suffix: &str| format!("{prefix}{suffix}");
+        let required = |suffix: &str| {
+            get(&var(suffix)).ok_or_else(|| {
+                ConfigError::new(var(suffix), format!("must be set for provider {name:?}"))
+            })
+        };
+        let issuer = required("ISSUER")?;
+        let client_id = required("CLIENT_ID")?;
+        let client_secret = SecretString::from(required("CLIENT_SECRET")?);
+        let parsed = Url::parse(&issuer)
+            .map_err(|e| ConfigError::new(var("ISSUER"), format!("not a URL ({e})")))?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || issuer.chars().any(char::is_control)
+            || parsed.query().is_some()
+            || parsed.fragment().is_some()
+        {
+            return Err(ConfigError::new(
+                var("ISSUER"),
+                "must be an http(s) URL without query or fragment",
+            ));
+        }
+        if production && parsed.scheme() != "https" {
+            return Err(ConfigError::new(
+                var("ISSUER"),
+                "must be https:// when ENV=production",
+            ));
+        }
+        let same_issuer = |other: &str| other.trim_end_matches('/') == issuer.trim_end_matches('/');
+        if let Some(p) = out.iter().find(|p| same_issuer(&p.client.issuer)) {
+            return Err(ConfigError::new(
+                var("ISSUER"),
+                format!("provider {:?} has the same issuer", p.name),
+            ));
+        }
+        if google.is_some_and(|g| same_issuer(&g.issuer)) {
+            return Err(ConfigError::new(
+                var("ISSUER"),
+                "Google (GOOGLE_ISSUER) has the same issuer",
+            ));
+        }
+        let display_name = match get(&var("DISPLAY_NAME")) {
+            None => name.to_owned(),
+            Some(d) => {
+                let d = d.trim().to_owned();
+                if d.is_empty() || d.chars().count() > 64 || d.chars().any(char::is_control) {
+                    return Err(ConfigError::new(
+                        var("DISPLAY_NAME"),
+                        "must be 1-64 characters, no control characters",
+                    ));
+                }
+                d
+            }
+        };
+        out.push(OidcProviderConfig {
+            name: name.to_owned(),
+            display_name,
+            client: OidcClientConfig {
+                client_id,
+                client_secret,
+                issuer,
+            },
+        });
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(
+            "OIDC_PROVIDERS",
+            "names no provider (unset it to have none)",
+        ));
+    }
+    Ok(out)
 }
 
 /// Where mail goes (`SMTP_URL`, SPEC 2 and 10).
@@ -196,6 +336,8 @@ pub struct Config {
     pub session_max_age: Duration,
     pub reuse_grace: Duration,
     pub google: Option<GoogleConfig>,
+    /// `OIDC_PROVIDERS` (SPEC 13): the named OpenID providers, in the listed order.
+    pub oidc: Vec<OidcProviderConfig>,
     /// Trusted origins for the origin check: PUBLIC_URL's plus `ALLOWED_ORIGINS`.
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
@@ -247,6 +389,7 @@ impl fmt::Debug for Config {
             .field("session_max_age", &self.session_max_age)
             .field("reuse_grace", &self.reuse_grace)
             .field("google", &self.google)
+            .field("oidc", &self.oidc)
             .field("allowed_origins", &self.allowed_origins)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("mail", &self.mail)
@@ -444,6 +587,7 @@ impl Config {
             }
             (None, None) => None,
         };
+        let oidc = parse_oidc(get, production, google.as_ref())?;
 
         let mut allowed_origins = vec![public_origin.clone()];
         if let Some(list) = get("ALLOWED_ORIGINS") {
@@ -523,6 +667,7 @@ impl Config {
             session_max_age,
             reuse_grace,
             google,
+            oidc,
             allowed_origins,
             trusted_proxies,
             log_format,
@@ -583,7 +728,7 @@ impl Config {
             (Some(v), true) => format!("ENV={v:?} from .env"),
         };
         format!(
-            "latchkey starting: mode={} ({why}), listen={}, public_url={}, database={}, google={}, mail={}",
+            "latchkey starting: mode={} ({why}), listen={}, public_url={}, database={}, google={}, oidc={}, mail={}",
             if self.production {
                 "production"
             } else {
@@ -593,6 +738,15 @@ impl Config {
             self.public_url,
             self.database_kind(),
             if self.google.is_some() { "on" } else { "off" },
+            if self.oidc.is_empty() {
+                "off".to_owned()
+            } else {
+                self.oidc
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            },
             match self.mail.transport {
                 MailTransport::DevOutbox => "outbox only (no SMTP_URL; see /dev/mail)",
                 MailTransport::Smtp(_) => "smtp",
@@ -955,5 +1109,106 @@ mod tests {
         let err =
             Config::from_pairs([("SECRETS_KEY_FILE", "/nonexistent/latchkey.key")]).unwrap_err();
         assert_eq!(err.var, "SECRETS_KEY_FILE");
+    }
+
+    #[test]
+    fn named_openid_providers_are_read_and_checked() {
+        let base = [
+            ("OIDC_PROVIDERS", "corp, my-idp"),
+            ("OIDC_CORP_ISSUER", "https://login.corp.example"),
+            ("OIDC_CORP_CLIENT_ID", "c1"),
+            ("OIDC_CORP_CLIENT_SECRET", "s1"),
+            ("OIDC_CORP_DISPLAY_NAME", " Corp SSO "),
+            ("OIDC_MY_IDP_ISSUER", "https://idp.example/realms/x"),
+            ("OIDC_MY_IDP_CLIENT_ID", "c2"),
+            ("OIDC_MY_IDP_CLIENT_SECRET", "s2"),
+        ];
+        let c = Config::from_pairs(base).unwrap();
+        let names: Vec<(&str, &str, &str)> = c
+            .oidc
+            .iter()
+            .map(|p| {
+                (
+                    p.name.as_str(),
+                    p.display_name.as_str(),
+                    p.client.issuer.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("corp", "Corp SSO", "https://login.corp.example"),
+                ("my-idp", "my-idp", "https://idp.example/realms/x")
+            ]
+        );
+        assert!(
+            !format!("{c:?}").contains("s1"),
+            "secrets stay out of Debug"
+        );
+        assert!(c.startup_summary().contains("oidc=corp,my-idp"));
+        assert!(Config::from_pairs([]).unwrap().oidc.is_empty());
+
+        let err_with = |edit: &[(&'static str, &'static str)]| {
+            let mut pairs: HashMap<&str, &str> = base.into_iter().collect();
+            for (k, v) in edit {
+                pairs.insert(k, v);
+            }
+            Config::from_pairs(pairs).unwrap_err()
+        };
+        for bad in ["Corp", "-corp", "co rp", "corp_x", "a/b", &"a".repeat(33)] {
+            let list: &'static str = Box::leak(bad.to_owned().into_boxed_str());
+            let e = err_with(&[("OIDC_PROVIDERS", list)]);
+            assert_eq!(e.var, "OIDC_PROVIDERS", "{bad:?}");
+        }
+        assert_eq!(
+            err_with(&[("OIDC_PROVIDERS", "corp,corp")]).var,
+            "OIDC_PROVIDERS"
+        );
+        let e = err_with(&[("OIDC_PROVIDERS", "google")]);
+        assert!(e.var == "OIDC_PROVIDERS" && e.message.contains("GOOGLE_CLIENT_ID"));
+        assert_eq!(err_with(&[("OIDC_PROVIDERS", " , ")]).var, "OIDC_PROVIDERS");
+        assert_eq!(
+            err_with(&[("OIDC_CORP_CLIENT_SECRET", "")]).var,
+            "OIDC_CORP_CLIENT_SECRET"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_MY_IDP_CLIENT_ID", "")]).var,
+            "OIDC_MY_IDP_CLIENT_ID"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_CORP_ISSUER", "not a url")]).var,
+            "OIDC_CORP_ISSUER"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_CORP_ISSUER", "ftp://x.example")]).var,
+            "OIDC_CORP_ISSUER"
+        );
+        assert_eq!(
+            err_with(&[("OIDC_CORP_ISSUER", "https://idp.example/realms/x/")]).var,
+            "OIDC_MY_IDP_ISSUER",
+            "two providers, one issuer"
+        );
+        let e = err_with(&[
+            ("GOOGLE_CLIENT_ID", "g"),
+            ("GOOGLE_CLIENT_SECRET", "gs"),
+            ("OIDC_CORP_ISSUER", "https://accounts.google.com"),
+        ]);
+        assert_eq!(e.var, "OIDC_CORP_ISSUER", "Google's issuer is taken");
+        assert_eq!(
+            err_with(&[("OIDC_CORP_DISPLAY_NAME", "a\u{7}b")]).var,
+            "OIDC_CORP_DISPLAY_NAME"
+        );
+        let e = err_with(&[
+            ("ENV", "production"),
+            ("PUBLIC_URL", "https://auth.example"),
+            ("SMTP_URL", "disabled"),
+            ("SECRETS_KEY", KEY),
+            ("OIDC_CORP_ISSUER", "http://login.corp.example"),
+        ]);
+        assert!(
+            e.var == "OIDC_CORP_ISSUER" && e.message.contains("https"),
+            "{e}"
+        );
     }
 }

@@ -11,7 +11,8 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 
 /// Path of the refresh cookie: covers refresh and logout, nothing else.
 pub const REFRESH_COOKIE_PATH: &str = "/api/v1/auth";
-/// Path of the OAuth state cookie.
+/// Path of Google's OAuth state cookie. A named provider's is `/api/v1/auth/oidc/{name}`
+/// (SPEC 13): each attempt's cookie goes only to its own provider's routes.
 pub const OAUTH_STATE_COOKIE_PATH: &str = "/api/v1/auth/google";
 /// Lifetime of the OAuth state cookie.
 pub const OAUTH_STATE_MAX_AGE: Duration = Duration::from_secs(600);
@@ -111,11 +112,11 @@ impl CookiePolicy {
         )
     }
 
-    fn oauth_state(&self, value: String, max_age: Duration) -> Cookie<'static> {
+    fn oauth_state(&self, path: &str, value: String, max_age: Duration) -> Cookie<'static> {
         self.base(
             self.oauth_state_name(),
             value,
-            OAUTH_STATE_COOKIE_PATH,
+            path.to_owned(),
             SameSite::Lax,
             max_age,
         )
@@ -125,7 +126,7 @@ impl CookiePolicy {
         &self,
         name: &'static str,
         value: String,
-        path: &'static str,
+        path: impl Into<std::borrow::Cow<'static, str>>,
         same_site: SameSite,
         max_age: Duration,
     ) -> Cookie<'static> {
@@ -205,14 +206,26 @@ pub fn clear_mfa_pending_cookie(policy: CookiePolicy, headers: &mut HeaderMap) {
     append(headers, policy.mfa_pending(String::new(), Duration::ZERO));
 }
 
-/// Writes the OAuth state cookie (10 minutes).
-pub fn set_oauth_state_cookie(policy: CookiePolicy, headers: &mut HeaderMap, value: String) {
-    append(headers, policy.oauth_state(value, OAUTH_STATE_MAX_AGE));
+/// Writes the OAuth state cookie (10 minutes) under the provider's `path`
+/// ([`OAUTH_STATE_COOKIE_PATH`] for Google).
+pub fn set_oauth_state_cookie(
+    policy: CookiePolicy,
+    headers: &mut HeaderMap,
+    path: &str,
+    value: String,
+) {
+    append(
+        headers,
+        policy.oauth_state(path, value, OAUTH_STATE_MAX_AGE),
+    );
 }
 
-/// Clears the OAuth state cookie.
-pub fn clear_oauth_state_cookie(policy: CookiePolicy, headers: &mut HeaderMap) {
-    append(headers, policy.oauth_state(String::new(), Duration::ZERO));
+/// Clears the OAuth state cookie under the provider's `path`.
+pub fn clear_oauth_state_cookie(policy: CookiePolicy, headers: &mut HeaderMap, path: &str) {
+    append(
+        headers,
+        policy.oauth_state(path, String::new(), Duration::ZERO),
+    );
 }
 
 /// All values of the cookie `name` in the request's `Cookie` headers, in order.
@@ -349,7 +362,12 @@ mod tests {
     #[test]
     fn oauth_state_cookie_follows_the_table() {
         let mut h = HeaderMap::new();
-        set_oauth_state_cookie(CookiePolicy::new(false), &mut h, "S".into());
+        set_oauth_state_cookie(
+            CookiePolicy::new(false),
+            &mut h,
+            OAUTH_STATE_COOKIE_PATH,
+            "S".into(),
+        );
         assert_eq!(
             attrs(&set_cookies(&h)[0]),
             (
@@ -363,7 +381,12 @@ mod tests {
             )
         );
         let mut h = HeaderMap::new();
-        set_oauth_state_cookie(CookiePolicy::new(true), &mut h, "S".into());
+        set_oauth_state_cookie(
+            CookiePolicy::new(true),
+            &mut h,
+            OAUTH_STATE_COOKIE_PATH,
+            "S".into(),
+        );
         assert_eq!(
             attrs(&set_cookies(&h)[0]),
             (
@@ -378,8 +401,17 @@ mod tests {
             )
         );
         let mut h = HeaderMap::new();
-        clear_oauth_state_cookie(CookiePolicy::new(true), &mut h);
+        clear_oauth_state_cookie(CookiePolicy::new(true), &mut h, OAUTH_STATE_COOKIE_PATH);
         assert!(set_cookies(&h)[0].starts_with("__Secure-oauth_state=;"));
+        // A named provider's cookie: the same, under its own path.
+        let mut h = HeaderMap::new();
+        set_oauth_state_cookie(
+            CookiePolicy::new(false),
+            &mut h,
+            "/api/v1/auth/oidc/corp",
+            "S".into(),
+        );
+        assert!(set_cookies(&h)[0].contains("; Path=/api/v1/auth/oidc/corp"));
     }
 
     #[test]

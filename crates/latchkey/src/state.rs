@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::cookies::CookiePolicy;
 use crate::device::DeviceKey;
 use crate::mail::Mailer;
-use crate::oidc::GoogleProvider;
+use crate::oidc::Provider;
 use crate::oidc::state_cookie::StateSealer;
 use crate::password::PasswordHasher;
 use crate::ratelimit::{Limits, MemoryLimiter, RateLimiter};
@@ -30,8 +30,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("password hashing: {0}")]
     Password(#[from] crate::password::HashError),
-    #[error("google sign-in: {0}")]
-    Google(String),
+    #[error("openid provider {0}: {1}")]
+    Oidc(String, String),
     /// `SECRETS_KEY` is missing, wrong, or does not open what the database holds.
     #[error("{0}")]
     Secrets(#[from] crate::secrets::SecretsError),
@@ -56,7 +56,9 @@ struct Inner {
     secrets_key: SecretsKey,
     metrics: PrometheusHandle,
     /// Google sign-in, when configured. Makes no network call until first used.
-    google: Option<Arc<GoogleProvider>>,
+    google: Option<Arc<Provider>>,
+    /// The named OpenID providers (`OIDC_PROVIDERS`), likewise.
+    oidc: Vec<Arc<Provider>>,
     verified_tokens: VerifiedTokens,
     profiles: ProfileCache,
     mailer: Mailer,
@@ -119,22 +121,35 @@ impl AppState {
             .map(|n| n.get())
             .unwrap_or(2);
         let hasher = PasswordHasher::with_queue(config.password, cores, config.password_queue)?;
-        let google = match &config.google {
-            Some(g) => {
-                let key = secrets::server_secret(
+        // One state key for every provider; each seals under its own name (state_cookie.rs).
+        let state_key = if config.google.is_some() || !config.oidc.is_empty() {
+            Some(
+                secrets::server_secret(
                     &*store,
                     &secrets_key,
                     "oauth_state_key",
                     StateSealer::KEY_LEN,
                 )
-                .await?;
-                Some(Arc::new(
-                    GoogleProvider::new(g, &config.public_url, key.expose_secret())
-                        .map_err(StartError::Google)?,
-                ))
-            }
+                .await?,
+            )
+        } else {
+            None
+        };
+        let key: &[u8] = state_key.as_ref().map_or(&[], |k| k.expose_secret());
+        let google = match &config.google {
+            Some(g) => Some(Arc::new(
+                Provider::google(g, &config.public_url, key)
+                    .map_err(|e| StartError::Oidc("google".into(), e))?,
+            )),
             None => None,
         };
+        let mut oidc = Vec::with_capacity(config.oidc.len());
+        for p in &config.oidc {
+            oidc.push(Arc::new(
+                Provider::named(p, &config.public_url, key)
+                    .map_err(|e| StartError::Oidc(p.name.clone(), e))?,
+            ));
+        }
         // Shared through the store when it can (PostgreSQL: limits hold across instances).
         let limiter: Arc<dyn RateLimiter> = store
             .rate_limiter(config.rate_limits)
@@ -171,6 +186,7 @@ impl AppState {
             verified_tokens: VerifiedTokens::default(),
             profiles: ProfileCache::default(),
             google,
+            oidc,
         }));
         state.spawn_background(next, limiter);
         if let Some(smtp) = smtp {
@@ -327,8 +343,22 @@ impl AppState {
         &self.0.metrics
     }
     /// Google sign-in, when `GOOGLE_CLIENT_ID` and `GOOGLE_CLIENT_SECRET` are set.
-    pub fn google(&self) -> Option<&GoogleProvider> {
+    pub fn google(&self) -> Option<&Provider> {
         self.0.google.as_deref()
+    }
+    /// The named OpenID provider `name` (`OIDC_PROVIDERS`), if configured. Never Google's
+    /// preset, whose routes are its own.
+    pub fn oidc_provider(&self, name: &str) -> Option<&Provider> {
+        self.0.oidc.iter().find(|p| p.name() == name).map(|p| &**p)
+    }
+    /// Every configured OpenID provider: Google's first, then the named ones in order.
+    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
+        self.0.google.iter().chain(self.0.oidc.iter()).map(|p| &**p)
+    }
+    /// The configured provider whose issuer is `issuer` (issuers are unique by
+    /// configuration), for naming an account's sign-in methods.
+    pub fn provider_for_issuer(&self, issuer: &str) -> Option<&Provider> {
+        self.providers().find(|p| p.issuer() == issuer)
     }
     /// Composes and queues mail (SPEC 10).
     pub fn mailer(&self) -> &Mailer {

@@ -1,4 +1,11 @@
-//! Sign in with Google (issue 3), over real HTTP on loopback.
+//! Sign in with Google (issue 3) and with any named OpenID provider (SPEC 13), over real
+//! HTTP on loopback.
+//!
+//! Every test of one provider's flow is written once, `async fn name(via: Via)`, and run
+//! twice by [`provider_tests!`]: `google::name` through the Google preset
+//! (`/api/v1/auth/google/*`) and `named::name` through a named provider
+//! (`/api/v1/auth/oidc/corp/*`, its own client id and secret). The tests under "Provider
+//! isolation" run both in one latchkey at once.
 //!
 //! - End to end against a real OpenID Provider: the npm package `oidc-provider` (pinned in
 //!   `tests/oidc/package-lock.json`, installed here with `npm ci` when missing), started on
@@ -25,7 +32,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::{Jar, TestApp, set_cookie_lines, set_cookies, spawn_with_addr};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use latchkey::config::GoogleConfig;
+use latchkey::config::{GoogleConfig, OidcClientConfig, OidcProviderConfig};
 use rsa::RsaPrivateKey;
 use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
@@ -36,7 +43,134 @@ use url::Url;
 
 const CLIENT_ID: &str = "latchkey-test-client";
 const CLIENT_SECRET: &str = "latchkey-test-secret";
-const CALLBACK: &str = "/api/v1/auth/google/callback";
+/// The named provider of the tests, and its own client at its issuer.
+const NAMED: &str = "corp";
+const NAMED_CLIENT_ID: &str = "latchkey-corp-client";
+const NAMED_CLIENT_SECRET: &str = "latchkey-corp-secret";
+
+/// Which kind of provider a test signs in through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The Google preset: `GOOGLE_*`, `/api/v1/auth/google/*`.
+    Google,
+    /// A named provider: `OIDC_PROVIDERS=corp`, `/api/v1/auth/oidc/corp/*`.
+    Named,
+}
+
+impl Via {
+    /// The routes' prefix, which is also the state cookie's `Path`.
+    fn base(self) -> &'static str {
+        match self {
+            Via::Google => "/api/v1/auth/google",
+            Via::Named => "/api/v1/auth/oidc/corp",
+        }
+    }
+    fn login_path(self) -> String {
+        format!("{}/login", self.base())
+    }
+    fn callback_path(self) -> String {
+        format!("{}/callback", self.base())
+    }
+    fn client_id(self) -> &'static str {
+        match self {
+            Via::Google => CLIENT_ID,
+            Via::Named => NAMED_CLIENT_ID,
+        }
+    }
+    fn client_secret(self) -> &'static str {
+        match self {
+            Via::Google => CLIENT_SECRET,
+            Via::Named => NAMED_CLIENT_SECRET,
+        }
+    }
+    /// The name `/api/v1/me` gives this sign-in method.
+    fn method(self) -> &'static str {
+        match self {
+            Via::Google => "google",
+            Via::Named => NAMED,
+        }
+    }
+    /// Points this provider of `cfg` at `issuer`.
+    fn configure(self, cfg: &mut latchkey::Config, issuer: String) {
+        let client = OidcClientConfig {
+            client_id: self.client_id().into(),
+            client_secret: SecretString::from(self.client_secret()),
+            issuer,
+        };
+        match self {
+            Via::Google => cfg.google = Some(client),
+            Via::Named => cfg.oidc.push(OidcProviderConfig {
+                name: NAMED.into(),
+                display_name: "Corp SSO".into(),
+                client,
+            }),
+        }
+    }
+}
+
+/// Runs each listed `async fn name(via: Via)` as two tests: `google::name` and `named::name`.
+macro_rules! provider_tests {
+    ($($name:ident),* $(,)?) => {
+        mod google {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Via::Google).await
+            })*
+        }
+        mod named {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Via::Named).await
+            })*
+        }
+    };
+}
+
+provider_tests!(
+    authorization_redirect_carries_every_parameter,
+    unreachable_provider_fails_cleanly_and_does_not_block_start,
+    first_sign_in_creates_a_user_and_issues_working_cookies,
+    users_are_keyed_on_subject_not_email,
+    verified_google_email_links_the_existing_password_account,
+    verified_google_email_links_to_a_verified_password_account_and_keeps_its_password,
+    unverified_google_email_matching_an_account_is_refused,
+    unverified_google_email_without_an_account_creates_no_user,
+    string_email_verified_is_understood,
+    disabled_user_cannot_sign_in_with_google,
+    new_signing_key_is_fetched_once_and_forged_kids_are_rate_limited,
+    wrong_audience_is_refused,
+    untrusted_extra_audience_is_refused,
+    several_audiences_without_azp_are_refused,
+    foreign_azp_is_refused,
+    wrong_issuer_is_refused,
+    googles_bare_issuer_spelling_is_refused_for_other_issuers,
+    expired_token_is_refused,
+    token_issued_in_the_future_is_refused,
+    token_issued_long_ago_is_refused,
+    wrong_nonce_is_refused,
+    missing_nonce_is_refused,
+    tampered_payload_is_refused,
+    signature_by_another_key_is_refused,
+    alg_none_is_refused,
+    hs256_signed_with_the_client_secret_is_refused,
+    token_without_email_is_refused,
+    state_mismatch_is_refused,
+    missing_state_cookie_is_refused,
+    missing_state_parameter_is_refused,
+    forged_or_tampered_state_cookie_is_refused,
+    state_cookie_of_another_attempt_is_refused,
+    state_cookie_from_another_latchkey_is_refused,
+    replayed_callback_is_refused,
+    state_is_consumed_even_when_the_attempt_fails,
+    provider_error_is_oauth_denied,
+    provider_error_without_our_state_is_a_state_mismatch,
+    authorization_response_from_another_issuer_is_refused,
+    callback_without_code_fails,
+    rejected_code_at_the_token_endpoint_fails,
+    open_redirect_attempts_end_at_root,
+    same_origin_next_is_honoured,
+    an_account_with_a_second_factor_takes_the_second_step_after_google,
+);
 
 // ---------------------------------------------------------------------------------------
 // Signing keys (generated once per test binary)
@@ -128,6 +262,9 @@ struct Grant {
 
 struct IssuerInner {
     base: String,
+    /// The one client registered here (latchkey's, for this provider).
+    client_id: &'static str,
+    client_secret: &'static str,
     published: Mutex<Vec<&'static TestKey>>,
     signer: Mutex<&'static TestKey>,
     scenario: Mutex<Scenario>,
@@ -142,11 +279,14 @@ struct IssuerInner {
 struct Issuer(Arc<IssuerInner>);
 
 impl Issuer {
-    async fn start() -> Self {
+    /// A test issuer with latchkey's client for `via` registered.
+    async fn start(via: Via) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let inner = Arc::new(IssuerInner {
             base,
+            client_id: via.client_id(),
+            client_secret: via.client_secret(),
             published: Mutex::new(vec![&*KEY_A]),
             signer: Mutex::new(&*KEY_A),
             scenario: Mutex::new(Scenario::default()),
@@ -236,7 +376,7 @@ fn redirect(to: String) -> Response {
 
 async fn authorize(State(s): State<Shared>, RawQuery(q): RawQuery) -> Response {
     let p = query_map(q.as_deref());
-    if p.get("client_id").map(String::as_str) != Some(CLIENT_ID) {
+    if p.get("client_id").map(String::as_str) != Some(s.client_id) {
         return (StatusCode::BAD_REQUEST, "unknown client").into_response();
     }
     let redirect_uri = p.get("redirect_uri").cloned().unwrap_or_default();
@@ -284,7 +424,7 @@ async fn token(
     *s.last_token_request.lock().unwrap() = Some((auth.clone(), form.clone()));
     let expected = format!(
         "Basic {}",
-        STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"))
+        STANDARD.encode(format!("{}:{}", s.client_id, s.client_secret))
     );
     if auth.as_deref() != Some(expected.as_str()) {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
@@ -310,7 +450,7 @@ async fn token(
     }
     let sc = s.scenario.lock().unwrap().clone();
     let signer: &'static TestKey = *s.signer.lock().unwrap();
-    let id_token = make_id_token(&s.base, &sc, grant.nonce.as_deref(), signer);
+    let id_token = make_id_token(&s, &sc, grant.nonce.as_deref(), signer);
     Json(json!({ "access_token": "opaque-access-token", "token_type": "Bearer", "expires_in": 3600, "id_token": id_token })).into_response()
 }
 
@@ -322,14 +462,14 @@ fn now() -> i64 {
 }
 
 fn make_id_token(
-    issuer: &str,
+    issuer: &IssuerInner,
     sc: &Scenario,
     nonce: Option<&str>,
     signer: &'static TestKey,
 ) -> String {
     let t = now();
     let mut claims = json!({
-        "iss": issuer, "sub": sc.sub, "aud": CLIENT_ID, "azp": CLIENT_ID,
+        "iss": issuer.base, "sub": sc.sub, "aud": issuer.client_id, "azp": issuer.client_id,
         "iat": t, "exp": t + 300, "email_verified": sc.email_verified,
     });
     if let Some(n) = nonce {
@@ -388,7 +528,7 @@ fn make_id_token(
         TokenKind::Hs256ClientSecret => jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,
-            &EncodingKey::from_secret(CLIENT_SECRET.as_bytes()),
+            &EncodingKey::from_secret(issuer.client_secret.as_bytes()),
         )
         .unwrap(),
     }
@@ -397,29 +537,52 @@ fn make_id_token(
 // ---------------------------------------------------------------------------------------
 // latchkey with Google pointed at an issuer
 
-async fn app_for(issuer: &str) -> TestApp {
-    app_for_with(issuer, |_| {}).await
+/// A latchkey and the provider its tests sign in through.
+struct App {
+    app: Arc<TestApp>,
+    via: Via,
 }
 
-async fn app_for_with(issuer: &str, tweak: impl FnOnce(&mut latchkey::Config)) -> TestApp {
+impl std::ops::Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.app
+    }
+}
+
+impl App {
+    /// The same latchkey, signing in through another of its providers.
+    fn through(&self, via: Via) -> App {
+        App {
+            app: self.app.clone(),
+            via,
+        }
+    }
+}
+
+async fn app_for(via: Via, issuer: &str) -> App {
+    app_for_with(via, issuer, |_| {}).await
+}
+
+async fn app_for_with(via: Via, issuer: &str, tweak: impl FnOnce(&mut latchkey::Config)) -> App {
     let issuer = issuer.to_owned();
-    spawn_with_addr(move |cfg, addr| {
+    let app = spawn_with_addr(move |cfg, addr| {
         tweak(cfg);
         cfg.public_url = format!("http://{addr}");
         cfg.public_origin = cfg.public_url.clone();
         cfg.allowed_origins = vec![cfg.public_url.clone()];
-        cfg.google = Some(GoogleConfig {
-            client_id: CLIENT_ID.into(),
-            client_secret: SecretString::from(CLIENT_SECRET),
-            issuer,
-        });
+        via.configure(cfg, issuer);
     })
-    .await
+    .await;
+    App {
+        app: Arc::new(app),
+        via,
+    }
 }
 
-async fn setup() -> (Issuer, TestApp) {
-    let issuer = Issuer::start().await;
-    let app = app_for(issuer.base()).await;
+async fn setup(via: Via) -> (Issuer, App) {
+    let issuer = Issuer::start(via).await;
+    let app = app_for(via, issuer.base()).await;
     (issuer, app)
 }
 
@@ -447,12 +610,12 @@ struct Started {
     cookie: String,
 }
 
-/// `GET /api/v1/auth/google/login?{query}` (query sent as written).
-async fn start(app: &TestApp, query: &str) -> Started {
+/// `GET {provider's base}/login?{query}` (query sent as written).
+async fn start(app: &App, query: &str) -> Started {
     let path = if query.is_empty() {
-        "/api/v1/auth/google/login".to_owned()
+        app.via.login_path()
     } else {
-        format!("/api/v1/auth/google/login?{query}")
+        format!("{}?{query}", app.via.login_path())
     };
     let res = app.http.get(app.url(&path)).send().await.unwrap();
     assert_eq!(res.status(), 302, "login starts with a redirect");
@@ -487,7 +650,7 @@ async fn callback(app: &TestApp, url: &Url, cookie: Option<&str>) -> reqwest::Re
 }
 
 /// A whole sign-in: start (with `query`), the provider's redirect, the callback.
-async fn sign_in(app: &TestApp, query: &str) -> reqwest::Response {
+async fn sign_in(app: &App, query: &str) -> reqwest::Response {
     let started = start(app, query).await;
     let back = authorize_at(app, &started).await;
     callback(app, &back, Some(&started.cookie)).await
@@ -502,20 +665,40 @@ fn assert_no_auth_cookies(res: &reqwest::Response) {
     }
 }
 
+/// The provider whose route answered `res`: its routes' prefix (the state cookie's path),
+/// and its name when it is a named provider.
+fn answered_by(res: &reqwest::Response) -> (String, Option<String>) {
+    let path = res.url().path();
+    let base = path
+        .rsplit_once('/')
+        .expect("a provider route")
+        .0
+        .to_owned();
+    let named = base.strip_prefix("/api/v1/auth/oidc/").map(str::to_owned);
+    (base, named)
+}
+
+/// The state cookie of the provider whose route answered is cleared, under its own path.
 fn assert_state_cleared(res: &reqwest::Response) {
+    let (base, _) = answered_by(res);
     let lines = set_cookie_lines(res.headers());
     assert!(
         lines.iter().any(|l| l.starts_with("oauth_state=;")
             && l.contains("Max-Age=0")
-            && l.contains("Path=/api/v1/auth/google")),
-        "state cookie cleared: {lines:?}"
+            && l.split("; ").any(|a| a == format!("Path={base}"))),
+        "state cookie cleared under {base}: {lines:?}"
     );
 }
 
-/// Ends on `/login?error=CODE`, with no auth cookies, the state cookie cleared, no-store.
+/// Ends on `/login?error=CODE` (plus `&provider=NAME` from a named provider), with no auth
+/// cookies, the state cookie cleared, no-store.
 fn assert_failed(res: &reqwest::Response, code: &str) {
     assert_eq!(res.status(), 302, "failure is a redirect ({code})");
-    assert_eq!(location(res), format!("/login?error={code}"));
+    let expected = match answered_by(res).1 {
+        None => format!("/login?error={code}"),
+        Some(name) => format!("/login?error={code}&provider={name}"),
+    };
+    assert_eq!(location(res), expected);
     assert_no_auth_cookies(res);
     assert_state_cleared(res);
     assert_eq!(res.headers()[header::CACHE_CONTROL], "no-store");
@@ -556,6 +739,8 @@ async fn google_off_answers_404_provider_not_configured() {
     for path in [
         "/api/v1/auth/google/login?next=/account",
         "/api/v1/auth/google/callback?code=x&state=y",
+        "/api/v1/auth/oidc/corp/login?next=/account",
+        "/api/v1/auth/oidc/corp/callback?code=x&state=y",
     ] {
         let res = app.http.get(app.url(path)).send().await.unwrap();
         common::assert_problem(res, 404, "provider_not_configured").await;
@@ -563,23 +748,60 @@ async fn google_off_answers_404_provider_not_configured() {
 }
 
 #[tokio::test]
-async fn openapi_documents_both_routes() {
-    let app = common::spawn().await;
-    let doc: Value = app.get_json("/api/v1/openapi.json").await;
-    for p in ["/api/v1/auth/google/login", "/api/v1/auth/google/callback"] {
-        assert!(
-            doc["paths"][p]["get"]["responses"]["302"].is_object(),
-            "{p} documented with its 302"
-        );
+async fn unknown_provider_names_answer_404_provider_not_configured() {
+    // Only `corp` is configured. Google's preset lives at its own routes only.
+    let (_issuer, app) = setup(Via::Named).await;
+    for name in [
+        "other", "google", "CORP", "corp-", "corp%2Fx", "%FF", "corp%00",
+    ] {
+        for end in ["login?next=/account", "callback?code=x&state=y"] {
+            let path = format!("/api/v1/auth/oidc/{name}/{end}");
+            let res = app.http.get(app.url(&path)).send().await.unwrap();
+            assert!(set_cookie_lines(res.headers()).is_empty(), "{path}");
+            common::assert_problem(res, 404, "provider_not_configured").await;
+        }
     }
+    let res = app
+        .http
+        .get(app.url("/api/v1/auth/google/login"))
+        .send()
+        .await
+        .unwrap();
+    common::assert_problem(res, 404, "provider_not_configured").await;
 }
 
 #[tokio::test]
-async fn authorization_redirect_carries_every_parameter() {
-    let (issuer, app) = setup().await;
+async fn openapi_documents_both_routes() {
+    let app = common::spawn().await;
+    let doc: Value = app.get_json("/api/v1/openapi.json").await;
+    for p in [
+        "/api/v1/auth/google/login",
+        "/api/v1/auth/google/callback",
+        "/api/v1/auth/oidc/{name}/login",
+        "/api/v1/auth/oidc/{name}/callback",
+    ] {
+        let op = &doc["paths"][p]["get"];
+        assert!(
+            op["responses"]["302"].is_object() && op["responses"]["404"].is_object(),
+            "{p} documented with its 302 and 404"
+        );
+        if p.contains("{name}") {
+            let params = op["parameters"].as_array().unwrap();
+            assert!(
+                params
+                    .iter()
+                    .any(|x| x["name"] == "name" && x["in"] == "path" && x["required"] == true),
+                "{p}: the name parameter"
+            );
+        }
+    }
+}
+
+async fn authorization_redirect_carries_every_parameter(via: Via) {
+    let (issuer, app) = setup(via).await;
     let res = app
         .http
-        .get(app.url("/api/v1/auth/google/login?next=%2Faccount"))
+        .get(app.url(&format!("{}?next=%2Faccount", via.login_path())))
         .send()
         .await
         .unwrap();
@@ -597,10 +819,10 @@ async fn authorization_redirect_carries_every_parameter() {
     assert_eq!(p.len(), pairs.len(), "no parameter is repeated: {pairs:?}");
     assert_eq!(p["response_type"], "code");
     assert_eq!(p["scope"], "openid email profile");
-    assert_eq!(p["client_id"], CLIENT_ID);
+    assert_eq!(p["client_id"], via.client_id());
     assert_eq!(
         p["redirect_uri"],
-        format!("{}{CALLBACK}", app.base),
+        format!("{}{}", app.base, via.callback_path()),
         "exact redirect_uri = PUBLIC_URL + callback"
     );
     assert_eq!(p["code_challenge_method"], "S256");
@@ -650,7 +872,7 @@ async fn authorization_redirect_carries_every_parameter() {
         [
             "HttpOnly",
             "Max-Age=600",
-            "Path=/api/v1/auth/google",
+            &format!("Path={}", via.base()),
             "SameSite=Lax"
         ]
     );
@@ -674,16 +896,15 @@ async fn authorization_redirect_carries_every_parameter() {
     assert_ne!(again.cookie, cookie);
 }
 
-#[tokio::test]
-async fn unreachable_provider_fails_cleanly_and_does_not_block_start() {
+async fn unreachable_provider_fails_cleanly_and_does_not_block_start(via: Via) {
     // Nothing listens there: start-up must not care, sign-in must fail with oauth_failed.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let app = app_for(&dead).await;
+    let app = app_for(via, &dead).await;
     let res = app
         .http
-        .get(app.url("/api/v1/auth/google/login?next=/account"))
+        .get(app.url(&format!("{}?next=/account", via.login_path())))
         .send()
         .await
         .unwrap();
@@ -695,9 +916,8 @@ async fn unreachable_provider_fails_cleanly_and_does_not_block_start() {
 // ---------------------------------------------------------------------------------------
 // Success paths (test issuer)
 
-#[tokio::test]
-async fn first_sign_in_creates_a_user_and_issues_working_cookies() {
-    let (issuer, app) = setup().await;
+async fn first_sign_in_creates_a_user_and_issues_working_cookies(via: Via) {
+    let (issuer, app) = setup(via).await;
     let sc = issuer.current();
     let res = sign_in(&app, "next=%2Faccount%3Ftab%3Dsessions").await;
     let mut jar = assert_signed_in(&res, "/account?tab=sessions");
@@ -706,13 +926,16 @@ async fn first_sign_in_creates_a_user_and_issues_working_cookies() {
     assert_eq!(user["email"], sc.email.clone().unwrap());
     assert_eq!(user["email_verified"], true);
     assert_eq!(user["name"], "Grace Hopper");
-    assert_eq!(user["providers"], json!(["google"]));
+    assert_eq!(user["providers"], json!([via.method()]));
 
     // The code exchange: HTTP Basic client authentication, the PKCE verifier, the exact
     // redirect_uri (the issuer refuses otherwise; checked here too).
     let (auth, form) = issuer.0.last_token_request.lock().unwrap().clone().unwrap();
     assert!(auth.unwrap().starts_with("Basic "));
-    assert_eq!(form["redirect_uri"], format!("{}{CALLBACK}", app.base));
+    assert_eq!(
+        form["redirect_uri"],
+        format!("{}{}", app.base, via.callback_path())
+    );
     assert!(form["code_verifier"].len() >= 43);
     assert!(
         !form.contains_key("client_secret"),
@@ -733,11 +956,15 @@ async fn first_sign_in_creates_a_user_and_issues_working_cookies() {
         .text()
         .await
         .unwrap();
+    let method = match via {
+        Via::Google => "google",
+        Via::Named => "oidc",
+    };
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("latchkey_logins_total{method=\"google\"}")),
-        "google logins counted"
+            .any(|l| l.starts_with(&format!("latchkey_logins_total{{method=\"{method}\"}}"))),
+        "{method} logins counted"
     );
 
     // Discovery and JWKS were fetched once, for both requests.
@@ -751,9 +978,8 @@ async fn first_sign_in_creates_a_user_and_issues_working_cookies() {
     );
 }
 
-#[tokio::test]
-async fn users_are_keyed_on_subject_not_email() {
-    let (issuer, app) = setup().await;
+async fn users_are_keyed_on_subject_not_email(via: Via) {
+    let (issuer, app) = setup(via).await;
     let first = me(&app, &assert_signed_in(&sign_in(&app, "").await, "/")).await;
     // Same Google account, new email address: same user.
     issuer.scenario(|s| s.email = Some(common::unique_email("renamed")));
@@ -766,12 +992,11 @@ async fn users_are_keyed_on_subject_not_email() {
     assert_eq!(user_count(&app).await, 2);
 }
 
-#[tokio::test]
-async fn verified_google_email_links_the_existing_password_account() {
-    let issuer = Issuer::start().await;
+async fn verified_google_email_links_the_existing_password_account(via: Via) {
+    let issuer = Issuer::start(via).await;
     // Polling the store would only notice the revocation later: with a long poll interval,
     // the squatter's token must still be refused at once (finding 7 of issue 9).
-    let app = app_for_with(issuer.base(), |c| {
+    let app = app_for_with(via, issuer.base(), |c| {
         c.poll_interval = std::time::Duration::from_secs(3600)
     })
     .await;
@@ -792,7 +1017,7 @@ async fn verified_google_email_links_the_existing_password_account() {
     assert_eq!(user_count(&app).await, 1);
     // Nobody had proven owning the address before Google did: the password set at signup
     // (possibly by a squatter) is removed and its sessions are revoked.
-    assert_eq!(after["providers"], json!(["google"]));
+    assert_eq!(after["providers"], json!([via.method()]));
     let res = app
         .post_json(
             "/api/v1/auth/login",
@@ -831,11 +1056,12 @@ async fn verification_token_in_outbox(app: &TestApp, email: &str) -> String {
         .unwrap_or_else(|| panic!("a verification link for {email} in the outbox"))
 }
 
-#[tokio::test]
-async fn verified_google_email_links_to_a_verified_password_account_and_keeps_its_password() {
-    let issuer = Issuer::start().await;
+async fn verified_google_email_links_to_a_verified_password_account_and_keeps_its_password(
+    via: Via,
+) {
+    let issuer = Issuer::start(via).await;
     // A long poll interval: a revocation would have to be marked at once to show.
-    let app = app_for_with(issuer.base(), |c| {
+    let app = app_for_with(via, issuer.base(), |c| {
         c.poll_interval = std::time::Duration::from_secs(3600)
     })
     .await;
@@ -858,7 +1084,9 @@ async fn verified_google_email_links_to_a_verified_password_account_and_keeps_it
     assert_eq!(user_count(&app).await, 1);
     let mut providers: Vec<String> = serde_json::from_value(after["providers"].clone()).unwrap();
     providers.sort();
-    assert_eq!(providers, ["google", "password"], "both sign-in methods");
+    let mut expected = [via.method(), "password"];
+    expected.sort();
+    assert_eq!(providers, expected, "both sign-in methods");
 
     // The password and the earlier session survive the link.
     assert_eq!(app.me_status(&pw_jar).await, 200, "the earlier session");
@@ -890,9 +1118,8 @@ async fn verified_google_email_links_to_a_verified_password_account_and_keeps_it
     assert_eq!(me(&app, &again).await["id"], before["id"]);
 }
 
-#[tokio::test]
-async fn unverified_google_email_matching_an_account_is_refused() {
-    let (issuer, app) = setup().await;
+async fn unverified_google_email_matching_an_account_is_refused(via: Via) {
+    let (issuer, app) = setup(via).await;
     let email = common::unique_email("victim");
     let pw_jar = app.signup(&email).await;
     issuer.scenario(|s| {
@@ -911,9 +1138,8 @@ async fn unverified_google_email_matching_an_account_is_refused() {
     assert_signed_in(&sign_in(&app, "").await, "/");
 }
 
-#[tokio::test]
-async fn unverified_google_email_without_an_account_creates_no_user() {
-    let (issuer, app) = setup().await;
+async fn unverified_google_email_without_an_account_creates_no_user(via: Via) {
+    let (issuer, app) = setup(via).await;
     issuer.scenario(|s| s.email_verified = json!(false));
     assert_failed(&sign_in(&app, "").await, "email_not_verified");
     assert_eq!(
@@ -923,18 +1149,16 @@ async fn unverified_google_email_without_an_account_creates_no_user() {
     );
 }
 
-#[tokio::test]
-async fn string_email_verified_is_understood() {
+async fn string_email_verified_is_understood(via: Via) {
     // Some Google tokens have carried "true" as a string.
-    let (issuer, app) = setup().await;
+    let (issuer, app) = setup(via).await;
     issuer.scenario(|s| s.email_verified = json!("true"));
     let jar = assert_signed_in(&sign_in(&app, "").await, "/");
     assert_eq!(me(&app, &jar).await["email_verified"], true);
 }
 
-#[tokio::test]
-async fn disabled_user_cannot_sign_in_with_google() {
-    let (_issuer, app) = setup().await;
+async fn disabled_user_cannot_sign_in_with_google(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let jar = assert_signed_in(&sign_in(&app, "").await, "/");
     let id: latchkey::domain::UserId = me(&app, &jar).await["id"]
         .as_str()
@@ -951,9 +1175,8 @@ async fn disabled_user_cannot_sign_in_with_google() {
     assert_failed(&sign_in(&app, "").await, "oauth_failed");
 }
 
-#[tokio::test]
-async fn new_signing_key_is_fetched_once_and_forged_kids_are_rate_limited() {
-    let (issuer, app) = setup().await;
+async fn new_signing_key_is_fetched_once_and_forged_kids_are_rate_limited(via: Via) {
+    let (issuer, app) = setup(via).await;
     assert_signed_in(&sign_in(&app, "").await, "/");
     assert_eq!(issuer.hits().1, 1);
     // The provider rotates its key: the unknown kid triggers one JWKS refetch.
@@ -974,8 +1197,8 @@ async fn new_signing_key_is_fetched_once_and_forged_kids_are_rate_limited() {
 // ---------------------------------------------------------------------------------------
 // ID tokens that must be refused
 
-async fn assert_token_refused(tweak: impl FnOnce(&mut Scenario)) {
-    let (issuer, app) = setup().await;
+async fn assert_token_refused(via: Via, tweak: impl FnOnce(&mut Scenario)) {
+    let (issuer, app) = setup(via).await;
     issuer.scenario(tweak);
     let res = sign_in(&app, "next=%2Faccount").await;
     assert_failed(&res, "oauth_failed");
@@ -983,109 +1206,101 @@ async fn assert_token_refused(tweak: impl FnOnce(&mut Scenario)) {
     assert_eq!(issuer.hits().2, 1, "the code was exchanged once");
 }
 
-#[tokio::test]
-async fn wrong_audience_is_refused() {
-    assert_token_refused(|s| s.overrides.push(("aud", json!("another-client")))).await;
+async fn wrong_audience_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.overrides.push(("aud", json!("another-client")))).await;
 }
 
-#[tokio::test]
-async fn untrusted_extra_audience_is_refused() {
-    assert_token_refused(|s| {
+async fn untrusted_extra_audience_is_refused(via: Via) {
+    assert_token_refused(via, |s| {
         s.overrides
-            .push(("aud", json!([CLIENT_ID, "another-client"])))
+            .push(("aud", json!([via.client_id(), "another-client"])))
     })
     .await;
 }
 
-#[tokio::test]
-async fn several_audiences_without_azp_are_refused() {
-    assert_token_refused(|s| {
+async fn several_audiences_without_azp_are_refused(via: Via) {
+    assert_token_refused(via, |s| {
         s.overrides
-            .push(("aud", json!([CLIENT_ID, "another-client"])));
+            .push(("aud", json!([via.client_id(), "another-client"])));
         s.overrides.push(("azp", Value::Null));
     })
     .await;
 }
 
-#[tokio::test]
-async fn foreign_azp_is_refused() {
-    assert_token_refused(|s| s.overrides.push(("azp", json!("another-client")))).await;
+async fn foreign_azp_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.overrides.push(("azp", json!("another-client")))).await;
 }
 
-#[tokio::test]
-async fn wrong_issuer_is_refused() {
-    assert_token_refused(|s| s.overrides.push(("iss", json!("https://evil.example")))).await;
+async fn wrong_issuer_is_refused(via: Via) {
+    assert_token_refused(via, |s| {
+        s.overrides.push(("iss", json!("https://evil.example")))
+    })
+    .await;
 }
 
-#[tokio::test]
-async fn googles_bare_issuer_spelling_is_refused_for_other_issuers() {
-    assert_token_refused(|s| s.overrides.push(("iss", json!("accounts.google.com")))).await;
+async fn googles_bare_issuer_spelling_is_refused_for_other_issuers(via: Via) {
+    assert_token_refused(via, |s| {
+        s.overrides.push(("iss", json!("accounts.google.com")))
+    })
+    .await;
 }
 
-#[tokio::test]
-async fn expired_token_is_refused() {
-    assert_token_refused(|s| {
+async fn expired_token_is_refused(via: Via) {
+    assert_token_refused(via, |s| {
         s.overrides.push(("exp", json!(now() - 5)));
         s.overrides.push(("iat", json!(now() - 305)));
     })
     .await;
 }
 
-#[tokio::test]
-async fn token_issued_in_the_future_is_refused() {
-    assert_token_refused(|s| s.overrides.push(("iat", json!(now() + 3600)))).await;
+async fn token_issued_in_the_future_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.overrides.push(("iat", json!(now() + 3600)))).await;
 }
 
-#[tokio::test]
-async fn token_issued_long_ago_is_refused() {
-    assert_token_refused(|s| {
+async fn token_issued_long_ago_is_refused(via: Via) {
+    assert_token_refused(via, |s| {
         s.overrides.push(("iat", json!(now() - 86_400)));
         s.overrides.push(("exp", json!(now() + 300)));
     })
     .await;
 }
 
-#[tokio::test]
-async fn wrong_nonce_is_refused() {
-    assert_token_refused(|s| s.overrides.push(("nonce", json!("not-the-nonce-we-sent")))).await;
+async fn wrong_nonce_is_refused(via: Via) {
+    assert_token_refused(via, |s| {
+        s.overrides.push(("nonce", json!("not-the-nonce-we-sent")))
+    })
+    .await;
 }
 
-#[tokio::test]
-async fn missing_nonce_is_refused() {
-    assert_token_refused(|s| s.overrides.push(("nonce", Value::Null))).await;
+async fn missing_nonce_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.overrides.push(("nonce", Value::Null))).await;
 }
 
-#[tokio::test]
-async fn tampered_payload_is_refused() {
-    assert_token_refused(|s| s.token = TokenKind::Tampered).await;
+async fn tampered_payload_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.token = TokenKind::Tampered).await;
 }
 
-#[tokio::test]
-async fn signature_by_another_key_is_refused() {
-    assert_token_refused(|s| s.token = TokenKind::ForeignKey).await;
+async fn signature_by_another_key_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.token = TokenKind::ForeignKey).await;
 }
 
-#[tokio::test]
-async fn alg_none_is_refused() {
-    assert_token_refused(|s| s.token = TokenKind::AlgNone).await;
+async fn alg_none_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.token = TokenKind::AlgNone).await;
 }
 
-#[tokio::test]
-async fn hs256_signed_with_the_client_secret_is_refused() {
-    assert_token_refused(|s| s.token = TokenKind::Hs256ClientSecret).await;
+async fn hs256_signed_with_the_client_secret_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.token = TokenKind::Hs256ClientSecret).await;
 }
 
-#[tokio::test]
-async fn token_without_email_is_refused() {
-    assert_token_refused(|s| s.email = None).await;
+async fn token_without_email_is_refused(via: Via) {
+    assert_token_refused(via, |s| s.email = None).await;
 }
 
 // ---------------------------------------------------------------------------------------
 // State, replay, provider errors
 
-#[tokio::test]
-async fn state_mismatch_is_refused() {
-    let (issuer, app) = setup().await;
+async fn state_mismatch_is_refused(via: Via) {
+    let (issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let mut back = authorize_at(&app, &started).await;
     let pairs: Vec<(String, String)> = back
@@ -1111,9 +1326,8 @@ async fn state_mismatch_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn missing_state_cookie_is_refused() {
-    let (issuer, app) = setup().await;
+async fn missing_state_cookie_is_refused(via: Via) {
+    let (issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let back = authorize_at(&app, &started).await;
     assert_failed(&callback(&app, &back, None).await, "oauth_state_mismatch");
@@ -1124,9 +1338,8 @@ async fn missing_state_cookie_is_refused() {
     assert_eq!(issuer.hits().2, 0);
 }
 
-#[tokio::test]
-async fn missing_state_parameter_is_refused() {
-    let (_issuer, app) = setup().await;
+async fn missing_state_parameter_is_refused(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let back = authorize_at(&app, &started).await;
     let code = back
@@ -1135,16 +1348,15 @@ async fn missing_state_parameter_is_refused() {
         .unwrap()
         .1
         .into_owned();
-    let url = Url::parse(&app.url(&format!("{CALLBACK}?code={code}"))).unwrap();
+    let url = Url::parse(&app.url(&format!("{}?code={code}", via.callback_path()))).unwrap();
     assert_failed(
         &callback(&app, &url, Some(&started.cookie)).await,
         "oauth_state_mismatch",
     );
 }
 
-#[tokio::test]
-async fn forged_or_tampered_state_cookie_is_refused() {
-    let (_issuer, app) = setup().await;
+async fn forged_or_tampered_state_cookie_is_refused(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let back = authorize_at(&app, &started).await;
     let mut raw = URL_SAFE_NO_PAD.decode(&started.cookie).unwrap();
@@ -1171,9 +1383,8 @@ async fn forged_or_tampered_state_cookie_is_refused() {
     assert_signed_in(&callback(&app, &back, Some(&started.cookie)).await, "/");
 }
 
-#[tokio::test]
-async fn state_cookie_of_another_attempt_is_refused() {
-    let (_issuer, app) = setup().await;
+async fn state_cookie_of_another_attempt_is_refused(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let first = start(&app, "").await;
     let second = start(&app, "").await;
     let back = authorize_at(&app, &second).await;
@@ -1183,11 +1394,10 @@ async fn state_cookie_of_another_attempt_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn state_cookie_from_another_latchkey_is_refused() {
+async fn state_cookie_from_another_latchkey_is_refused(via: Via) {
     // Another deployment (another key) cannot mint state cookies for this one.
-    let (issuer, app) = setup().await;
-    let other = app_for(issuer.base()).await;
+    let (issuer, app) = setup(via).await;
+    let other = app_for(via, issuer.base()).await;
     let foreign = start(&other, "").await;
     let back = authorize_at(&other, &foreign).await;
     let mut to_app = back.clone();
@@ -1198,9 +1408,8 @@ async fn state_cookie_from_another_latchkey_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn replayed_callback_is_refused() {
-    let (issuer, app) = setup().await;
+async fn replayed_callback_is_refused(via: Via) {
+    let (issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let back = authorize_at(&app, &started).await;
     assert_signed_in(&callback(&app, &back, Some(&started.cookie)).await, "/");
@@ -1214,9 +1423,8 @@ async fn replayed_callback_is_refused() {
     );
 }
 
-#[tokio::test]
-async fn state_is_consumed_even_when_the_attempt_fails() {
-    let (issuer, app) = setup().await;
+async fn state_is_consumed_even_when_the_attempt_fails(via: Via) {
+    let (issuer, app) = setup(via).await;
     issuer.scenario(|s| s.token = TokenKind::Tampered);
     let started = start(&app, "").await;
     let back = authorize_at(&app, &started).await;
@@ -1231,48 +1439,46 @@ async fn state_is_consumed_even_when_the_attempt_fails() {
     );
 }
 
-#[tokio::test]
-async fn provider_error_is_oauth_denied() {
-    let (issuer, app) = setup().await;
+async fn provider_error_is_oauth_denied(via: Via) {
+    let (issuer, app) = setup(via).await;
     issuer.scenario(|s| s.deny = true);
     let res = sign_in(&app, "next=%2Faccount").await;
     assert_failed(&res, "oauth_denied");
     assert_eq!(issuer.hits().2, 0);
 }
 
-#[tokio::test]
-async fn provider_error_without_our_state_is_a_state_mismatch() {
+async fn provider_error_without_our_state_is_a_state_mismatch(via: Via) {
     // A forged error redirect (no state cookie) is not reported as the user's decision.
-    let (_issuer, app) = setup().await;
-    let url =
-        Url::parse(&app.url(&format!("{CALLBACK}?error=access_denied&state=whatever"))).unwrap();
+    let (_issuer, app) = setup(via).await;
+    let url = Url::parse(&app.url(&format!(
+        "{}?error=access_denied&state=whatever",
+        via.callback_path()
+    )))
+    .unwrap();
     assert_failed(&callback(&app, &url, None).await, "oauth_state_mismatch");
 }
 
-#[tokio::test]
-async fn authorization_response_from_another_issuer_is_refused() {
+async fn authorization_response_from_another_issuer_is_refused(via: Via) {
     // RFC 9207 mix-up defence: the `iss` parameter, when present, must name our issuer.
-    let (issuer, app) = setup().await;
+    let (issuer, app) = setup(via).await;
     issuer.scenario(|s| s.response_iss = Some("https://evil.example".into()));
     assert_failed(&sign_in(&app, "").await, "oauth_failed");
     assert_eq!(issuer.hits().2, 0);
 }
 
-#[tokio::test]
-async fn callback_without_code_fails() {
-    let (_issuer, app) = setup().await;
+async fn callback_without_code_fails(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let state = &started.params["state"];
-    let url = Url::parse(&app.url(&format!("{CALLBACK}?state={state}"))).unwrap();
+    let url = Url::parse(&app.url(&format!("{}?state={state}", via.callback_path()))).unwrap();
     assert_failed(
         &callback(&app, &url, Some(&started.cookie)).await,
         "oauth_failed",
     );
 }
 
-#[tokio::test]
-async fn rejected_code_at_the_token_endpoint_fails() {
-    let (_issuer, app) = setup().await;
+async fn rejected_code_at_the_token_endpoint_fails(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let started = start(&app, "").await;
     let back = authorize_at(&app, &started).await;
     let pairs: Vec<(String, String)> = back
@@ -1297,9 +1503,8 @@ async fn rejected_code_at_the_token_endpoint_fails() {
 // ---------------------------------------------------------------------------------------
 // next
 
-#[tokio::test]
-async fn open_redirect_attempts_end_at_root() {
-    let (_issuer, app) = setup().await;
+async fn open_redirect_attempts_end_at_root(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let attempts = [
         "https://evil.example",
         "//evil.example",
@@ -1331,9 +1536,8 @@ async fn open_redirect_attempts_end_at_root() {
     assert_signed_in(&sign_in(&app, "").await, "/");
 }
 
-#[tokio::test]
-async fn same_origin_next_is_honoured() {
-    let (_issuer, app) = setup().await;
+async fn same_origin_next_is_honoured(via: Via) {
+    let (_issuer, app) = setup(via).await;
     for (sent, expected) in [
         ("%2Faccount", "/account"),
         ("%2Fa%2Fb%3Fx%3D1%23frag", "/a/b?x=1#frag"),
@@ -1341,6 +1545,170 @@ async fn same_origin_next_is_honoured() {
     ] {
         assert_signed_in(&sign_in(&app, &format!("next={sent}")).await, expected);
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Provider isolation (SPEC 13): Google and a named provider in one latchkey, each at its
+// own issuer with its own client. Both issuers publish the same signing key, so nothing
+// but latchkey's checks keeps one provider's answers out of the other's flow.
+
+async fn setup_both() -> (Issuer, Issuer, App, App) {
+    let google = Issuer::start(Via::Google).await;
+    let corp = Issuer::start(Via::Named).await;
+    let corp_base = corp.base().to_owned();
+    let app = app_for_with(Via::Google, google.base(), move |cfg| {
+        Via::Named.configure(cfg, corp_base)
+    })
+    .await;
+    let named = app.through(Via::Named);
+    (google, corp, app, named)
+}
+
+fn token_hits(issuers: &[&Issuer]) -> usize {
+    issuers.iter().map(|i| i.hits().2).sum()
+}
+
+#[tokio::test]
+async fn the_same_subject_at_two_providers_is_two_identities() {
+    let (google, corp, g_app, c_app) = setup_both().await;
+    // The same `sub` at both issuers, each with its own address.
+    google.scenario(|s| s.sub = "shared-subject".into());
+    corp.scenario(|s| s.sub = "shared-subject".into());
+    let g_user = me(&g_app, &assert_signed_in(&sign_in(&g_app, "").await, "/")).await;
+    let c_user = me(&c_app, &assert_signed_in(&sign_in(&c_app, "").await, "/")).await;
+    assert_ne!(g_user["id"], c_user["id"], "two people");
+    assert_eq!(g_user["providers"], json!(["google"]));
+    assert_eq!(c_user["providers"], json!([NAMED]));
+    let store = g_app.state.store();
+    for (issuer, user) in [(&google, &g_user), (&corp, &c_user)] {
+        let found = store
+            .user_by_identity(issuer.base(), "shared-subject")
+            .await
+            .unwrap()
+            .expect("identity keyed on (issuer, sub)");
+        assert_eq!(json!(found.id.0.to_string()), user["id"]);
+    }
+    // Each signs in again as its own user.
+    let again = me(&c_app, &assert_signed_in(&sign_in(&c_app, "").await, "/")).await;
+    assert_eq!(again["id"], c_user["id"]);
+    assert_eq!(user_count(&g_app).await, 2);
+    // Each provider fetched its own discovery document and keys, once.
+    for issuer in [&google, &corp] {
+        let (discovery, jwks, _) = issuer.hits();
+        assert_eq!((discovery, jwks), (1, 1), "{}", issuer.base());
+    }
+
+    // A third person at corp whose address is Google's user's: linked only once corp
+    // vouches for the address, and then both providers sign in to that one account.
+    corp.scenario(|s| {
+        *s = Scenario::default();
+        s.email = g_user["email"].as_str().map(str::to_owned);
+        s.email_verified = json!(false);
+    });
+    assert_failed(&sign_in(&c_app, "").await, "email_not_verified");
+    corp.scenario(|s| s.email_verified = json!(true));
+    let linked = me(&c_app, &assert_signed_in(&sign_in(&c_app, "").await, "/")).await;
+    assert_eq!(linked["id"], g_user["id"]);
+    let mut providers: Vec<String> = serde_json::from_value(linked["providers"].clone()).unwrap();
+    providers.sort();
+    assert_eq!(providers, [NAMED, "google"]);
+    assert_eq!(user_count(&g_app).await, 2);
+}
+
+#[tokio::test]
+async fn a_state_cookie_of_one_provider_is_refused_at_another() {
+    let (google, corp, g_app, c_app) = setup_both().await;
+    for (from, to) in [(&g_app, &c_app), (&c_app, &g_app)] {
+        let started = start(from, "").await;
+        let back = authorize_at(from, &started).await;
+        // The provider's answer and the attempt's cookie, replayed at the other callback.
+        let mut elsewhere = Url::parse(&to.url(&to.via.callback_path())).unwrap();
+        elsewhere.set_query(back.query());
+        let before = token_hits(&[&google, &corp]);
+        let res = callback(to, &elsewhere, Some(&started.cookie)).await;
+        assert_failed(&res, "oauth_state_mismatch");
+        assert_eq!(
+            token_hits(&[&google, &corp]),
+            before,
+            "{:?} -> {:?}: no code exchanged",
+            from.via,
+            to.via
+        );
+        // The attempt was neither used nor spoiled there: its own callback still works.
+        assert_signed_in(&callback(from, &back, Some(&started.cookie)).await, "/");
+    }
+}
+
+#[tokio::test]
+async fn a_code_of_one_provider_is_refused_at_another() {
+    let (google, _corp, g_app, c_app) = setup_both().await;
+    let g_started = start(&g_app, "").await;
+    let g_back = authorize_at(&g_app, &g_started).await;
+    let c_started = start(&c_app, "").await;
+    let c_back = authorize_at(&c_app, &c_started).await;
+    let code = |u: &Url| {
+        u.query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    // corp's own attempt (state, cookie, iss), with Google's code in it.
+    let swapped: Vec<(String, String)> = c_back
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "code" {
+                (k, code(&g_back))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut wrong = c_back.clone();
+    wrong.query_pairs_mut().clear().extend_pairs(swapped);
+    assert_failed(
+        &callback(&c_app, &wrong, Some(&c_started.cookie)).await,
+        "oauth_failed",
+    );
+    assert_eq!(
+        google.hits().2,
+        0,
+        "Google's token endpoint was never asked"
+    );
+    assert_eq!(user_count(&g_app).await, 0);
+    // The code still works where it belongs.
+    assert_signed_in(
+        &callback(&g_app, &g_back, Some(&g_started.cookie)).await,
+        "/",
+    );
+}
+
+#[tokio::test]
+async fn an_id_token_of_another_provider_is_refused() {
+    let (google, corp, g_app, c_app) = setup_both().await;
+    // Each issuer hands out a token that is the other's in every claim latchkey checks
+    // against the provider: its issuer, its audience and authorized party. Signed with the
+    // key both publish.
+    for (app, issuer, other, other_via) in [
+        (&c_app, &corp, &google, Via::Google),
+        (&g_app, &google, &corp, Via::Named),
+    ] {
+        let (iss, aud) = (other.base().to_owned(), other_via.client_id());
+        issuer.scenario(|s| {
+            s.overrides.push(("iss", json!(iss)));
+            s.overrides.push(("aud", json!(aud)));
+            s.overrides.push(("azp", json!(aud)));
+        });
+        assert_failed(&sign_in(app, "").await, "oauth_failed");
+        // Only its issuer: refused as well.
+        issuer.scenario(|s| {
+            s.overrides.clear();
+            s.overrides.push(("iss", json!(iss)));
+        });
+        assert_failed(&sign_in(app, "").await, "oauth_failed");
+    }
+    assert_eq!(user_count(&g_app).await, 0);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1381,14 +1749,23 @@ struct RealProvider {
     _child: tokio::process::Child,
 }
 
-async fn start_real_provider(redirect_uri: &str) -> RealProvider {
+/// An `oidc-provider` with latchkey's client for `via` registered.
+async fn start_real_provider(via: Via, redirect_uri: &str) -> RealProvider {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
     ensure_oidc_provider_installed();
     let mut child = tokio::process::Command::new("node")
         .arg("server.mjs")
         .current_dir(oidc_dir())
-        .env("CLIENT_ID", CLIENT_ID)
-        .env("CLIENT_SECRET", CLIENT_SECRET)
+        .env("CLIENT_ID", via.client_id())
+        .env("CLIENT_SECRET", via.client_secret())
+        // Each provider its own addresses: the same login at two providers is two people.
+        .env(
+            "EMAIL_DOMAIN",
+            match via {
+                Via::Google => "example.com",
+                Via::Named => "corp.example",
+            },
+        )
         .env("REDIRECT_URI", redirect_uri)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -1496,7 +1873,9 @@ async fn through_provider(
         };
         if res.status().is_redirection() {
             let to = next.join(&location(&res)).unwrap();
-            if to.as_str().starts_with(&app.url(CALLBACK)) {
+            if to.path().ends_with("/callback")
+                && to.origin() == Url::parse(&app.base).unwrap().origin()
+            {
                 return b.get(to).send().await.unwrap();
             }
             next = to;
@@ -1534,7 +1913,11 @@ async fn real_setup() -> (TestApp, RealProvider) {
     // the provider's before the app is configured: bind the app's listener first.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let provider = start_real_provider(&format!("http://{addr}{CALLBACK}")).await;
+    let provider = start_real_provider(
+        Via::Google,
+        &format!("http://{addr}{}", Via::Google.callback_path()),
+    )
+    .await;
     let issuer = provider.issuer.clone();
     let app = common::spawn_on(listener, move |cfg, addr| {
         cfg.public_url = format!("http://{addr}");
@@ -1616,6 +1999,75 @@ async fn end_to_end_with_a_real_openid_provider() {
     assert_eq!(user_count(&app).await, 1);
 }
 
+/// SPEC 13 against two real providers, one as Google's preset and one named: both sign in
+/// end to end; the same login (`sub`) at each is a different person; one browser can have
+/// an attempt open at each at once (each state cookie under its own path).
+#[tokio::test]
+async fn two_real_providers_sign_in_and_keep_their_identities_apart() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let redirect = |via: Via| format!("http://{addr}{}", via.callback_path());
+    let (g_redirect, c_redirect) = (redirect(Via::Google), redirect(Via::Named));
+    let (google, corp) = tokio::join!(
+        start_real_provider(Via::Google, &g_redirect),
+        start_real_provider(Via::Named, &c_redirect),
+    );
+    let (g_issuer, c_issuer) = (google.issuer.clone(), corp.issuer.clone());
+    let app = common::spawn_on(listener, move |cfg, addr| {
+        cfg.public_url = format!("http://{addr}");
+        cfg.public_origin = cfg.public_url.clone();
+        cfg.allowed_origins = vec![cfg.public_url.clone()];
+        Via::Google.configure(cfg, g_issuer);
+        Via::Named.configure(cfg, c_issuer);
+    })
+    .await;
+    let login = format!("ada-{}", uuid::Uuid::new_v4().simple());
+
+    // One browser starts at both providers before finishing either.
+    let b = browser();
+    let mut authorize = Vec::new();
+    for via in [Via::Google, Via::Named] {
+        let res = b
+            .get(app.url(&format!("{}?next=%2Faccount", via.login_path())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 302);
+        authorize.push(Url::parse(&location(&res)).unwrap());
+    }
+    assert!(authorize[0].as_str().starts_with(&google.issuer));
+    assert!(authorize[1].as_str().starts_with(&corp.issuer));
+    let mut users = Vec::new();
+    for (via, start) in [
+        (Via::Named, authorize[1].clone()),
+        (Via::Google, authorize[0].clone()),
+    ] {
+        let done = through_provider(&b, &app, start, &Choice::Approve(login.clone())).await;
+        assert_eq!(done.url().path(), via.callback_path());
+        let jar = assert_signed_in(&done, "/account");
+        let user = me(&app, &jar).await;
+        assert_eq!(user["providers"], json!([via.method()]), "{via:?}");
+        users.push(user);
+    }
+    assert_eq!(users[0]["email"], format!("{login}@corp.example"));
+    assert_eq!(users[1]["email"], format!("{login}@example.com"));
+    assert_ne!(
+        users[0]["id"], users[1]["id"],
+        "same sub, two providers: two people"
+    );
+    for (issuer, user) in [(&corp.issuer, &users[0]), (&google.issuer, &users[1])] {
+        let found = app
+            .state
+            .store()
+            .user_by_identity(issuer, &login)
+            .await
+            .unwrap()
+            .expect("identity stored");
+        assert_eq!(json!(found.id.0.to_string()), user["id"]);
+    }
+    assert_eq!(user_count(&app).await, 2);
+}
+
 #[tokio::test]
 async fn real_provider_links_a_verified_email_and_refuses_an_unverified_one() {
     let (app, _provider) = real_setup().await;
@@ -1682,9 +2134,8 @@ async fn real_provider_cancel_is_oauth_denied() {
 /// SPEC 11: a second factor enrolled here protects Google sign-in too. The callback of an
 /// account with TOTP sets only the second-factor cookie and sends the browser to the login
 /// page's second step; a recovery code (or TOTP) then signs in with `amr` fed + mfa.
-#[tokio::test]
-async fn an_account_with_a_second_factor_takes_the_second_step_after_google() {
-    let (_issuer, app) = setup().await;
+async fn an_account_with_a_second_factor_takes_the_second_step_after_google(via: Via) {
+    let (_issuer, app) = setup(via).await;
     let jar = assert_signed_in(&sign_in(&app, "").await, "/");
     let post = |path: &'static str, cookie: String, body: Value| {
         let app = &app;

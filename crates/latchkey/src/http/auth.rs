@@ -81,13 +81,35 @@ pub struct UserView {
     pub email_verified: bool,
     /// RFC 3339.
     pub created_at: String,
-    /// Sign-in methods: `password`, `google`.
+    /// Sign-in methods: `password`, `google`, and the names of the other OpenID providers
+    /// (`OIDC_PROVIDERS`) the user has an identity at (`oidc` for an issuer no longer
+    /// configured).
     pub providers: Vec<String>,
+}
+
+/// The store's sign-in methods (`password` and issuers) as the API names them.
+fn method_names(state: &AppState, raw: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for m in raw {
+        let name = if m == "password" {
+            m
+        } else {
+            state
+                .provider_for_issuer(&m)
+                .map_or("oidc", |p| p.name())
+                .to_owned()
+        };
+        if !out.contains(&name) {
+            out.push(name);
+        }
+    }
+    out
 }
 
 impl UserView {
     pub async fn load(state: &AppState, u: &UserRecord) -> Result<Self, ApiError> {
-        Ok(Self::new(u, state.store().user_providers(u.id).await?))
+        let raw = state.store().user_providers(u.id).await?;
+        Ok(Self::new(u, method_names(state, raw)))
     }
 
     pub fn new(u: &UserRecord, providers: Vec<String>) -> Self {
@@ -575,7 +597,8 @@ pub async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Respons
                 .filter(|(u, _)| u.disabled_at.is_none())
                 .ok_or(ApiError::SessionRevoked)?;
             let body = axum::body::Bytes::from(
-                serde_json::to_vec(&UserView::new(&u, providers)).map_err(ApiError::internal)?,
+                serde_json::to_vec(&UserView::new(&u, method_names(&state, providers)))
+                    .map_err(ApiError::internal)?,
             );
             state.profiles().insert(user.user_id, body.clone());
             body

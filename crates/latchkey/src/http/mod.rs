@@ -5,9 +5,9 @@ pub mod dev_mail;
 pub mod email;
 pub mod events;
 pub mod extract;
-pub mod google;
 pub mod mfa;
 pub mod middleware;
+pub mod oidc;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
@@ -94,8 +94,13 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/auth/mfa/verify", post(mfa::verify))
         .route("/api/v1/auth/reauthenticate", post(mfa::reauthenticate))
         .route("/dev/mail", get(dev_mail::page))
-        .route("/api/v1/auth/google/login", get(google::login))
-        .route("/api/v1/auth/google/callback", get(google::callback))
+        .route("/api/v1/auth/google/login", get(oidc::google_login))
+        .route("/api/v1/auth/google/callback", get(oidc::google_callback))
+        .route("/api/v1/auth/oidc/{name}/login", get(oidc::oidc_login))
+        .route(
+            "/api/v1/auth/oidc/{name}/callback",
+            get(oidc::oidc_callback),
+        )
         .route("/api/v1/me", get(auth::me))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))

@@ -10,7 +10,7 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::error::{PROBLEM_JSON, Problem};
-use crate::http::{auth, email, events, google, mfa, ops, passkeys};
+use crate::http::{auth, email, events, mfa, oidc, ops, passkeys};
 
 /// Security scheme names, used in the handlers' `security(...)` annotations.
 pub const ACCESS_COOKIE: &str = "access_cookie";
@@ -26,7 +26,7 @@ pub const MFA_PENDING_COOKIE: &str = "mfa_pending_cookie";
         auth::list_sessions, auth::delete_session, auth::me, events::list,
         email::send_verification, email::verify, email::forgot, email::reset,
         email::change_password, email::change_email, email::confirm_email_change,
-        google::login, google::callback,
+        oidc::google_login, oidc::google_callback, oidc::oidc_login, oidc::oidc_callback,
         passkeys::register_start, passkeys::register_finish, passkeys::login_start,
         passkeys::login_finish, passkeys::list, passkeys::rename, passkeys::remove,
         passkeys::second_factor_start, passkeys::second_factor_finish,

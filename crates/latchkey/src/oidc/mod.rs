@@ -1,4 +1,11 @@
-//! Sign in with Google — OpenID Connect, authorization code flow with PKCE (SPEC 3 and 6).
+//! Sign in with an OpenID provider — Google's preset or any named one (SPEC 6 and 13) —
+//! OpenID Connect, authorization code flow with PKCE.
+//!
+//! Every provider follows the same rules; they differ only in configuration, routes
+//! (`/api/v1/auth/google/*` for Google, `/api/v1/auth/oidc/{name}/*` otherwise), the state
+//! cookie's `Path` and sealing context, and their own discovery and JWKS caches. Identities
+//! are keyed on (issuer, `sub`) and no two providers share an issuer, so an identity of one
+//! provider never signs in through another.
 //!
 //! The protocol work is done by the `openidconnect` crate: discovery, the authorization URL
 //! (state, nonce, PKCE S256), the code exchange with client authentication, and ID-token
@@ -18,9 +25,9 @@ pub mod next;
 pub mod provider;
 pub mod state_cookie;
 
-pub use provider::{GoogleProvider, Identity};
+pub use provider::{Identity, Provider};
 
-/// Why a Google sign-in ended on `/login?error=CODE` (SPEC 6).
+/// Why an OpenID sign-in ended on `/login?error=CODE` (SPEC 6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthFailure {
     /// No valid, unused state cookie matching the `state` parameter.
@@ -30,7 +37,8 @@ pub enum OAuthFailure {
     /// Anything else: provider unreachable, code exchange or ID-token validation failed,
     /// no usable email, account disabled, database trouble.
     Failed,
-    /// The Google email matches an existing account but Google does not vouch for it.
+    /// The provider's email matches an existing account but the provider does not vouch
+    /// for it.
     EmailNotVerified,
 }
 
@@ -48,7 +56,7 @@ impl OAuthFailure {
 
 impl From<crate::store::StoreError> for OAuthFailure {
     fn from(e: crate::store::StoreError) -> Self {
-        tracing::warn!(error = %e, "google sign-in: store error");
+        tracing::warn!(error = %e, "openid sign-in: store error");
         OAuthFailure::Failed
     }
 }

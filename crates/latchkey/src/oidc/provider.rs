@@ -28,8 +28,8 @@ use subtle::ConstantTimeEq;
 
 use super::OAuthFailure;
 use super::state_cookie::{PendingLogin, StateSealer};
-use crate::config::GoogleConfig;
-use crate::cookies::OAUTH_STATE_MAX_AGE;
+use crate::config::{GoogleConfig, OidcClientConfig, OidcProviderConfig};
+use crate::cookies::{OAUTH_STATE_COOKIE_PATH, OAUTH_STATE_MAX_AGE};
 
 /// Google's issuer, and the second spelling its ID tokens may carry (OIDC Core 15.6.2).
 pub const GOOGLE_ISSUER: &str = "https://accounts.google.com";
@@ -47,13 +47,16 @@ const IAT_FUTURE_LEEWAY_SECS: i64 = 60;
 /// An ID token issued longer ago than this is refused: it was minted at the code exchange
 /// we just made, and a sign-in attempt lives 10 minutes at most.
 const IAT_MAX_AGE_SECS: i64 = 600;
-/// Path of the callback under `PUBLIC_URL`.
+/// Path of Google's callback under `PUBLIC_URL`; a named provider's is
+/// `/api/v1/auth/oidc/{name}/callback`.
 pub const CALLBACK_PATH: &str = "/api/v1/auth/google/callback";
+/// The name of the Google preset (its routes stay `/api/v1/auth/google/*`).
+pub const GOOGLE: &str = "google";
 
 /// `openidconnect`'s core client, except that the token response keeps the ID token as a
 /// string: the library's ID-token type cannot even be parsed when `iss` is Google's bare
 /// `accounts.google.com` (its issuer type must be a URL), so parsing waits for
-/// [`GoogleProvider::validate`], which handles that spelling.
+/// [`Provider::validate`], which handles that spelling.
 type Client = openidconnect::Client<
     EmptyAdditionalClaims,
     CoreAuthDisplay,
@@ -154,8 +157,15 @@ struct FetchState {
     last_jwks_refetch: Option<Instant>,
 }
 
-/// A configured Google (or other OpenID) provider. Built at start without any network call.
-pub struct GoogleProvider {
+/// A configured OpenID provider: Google's preset or a named one (SPEC 13). Built at start
+/// without any network call; each has its own discovery and JWKS cache, state-cookie path
+/// and sealing context, redirect URI and client.
+pub struct Provider {
+    /// `google`, or the name in `OIDC_PROVIDERS`.
+    name: String,
+    display_name: String,
+    /// The routes' common prefix, which is also the state cookie's `Path`.
+    base_path: String,
     client_id: ClientId,
     client_secret: ClientSecret,
     issuer: IssuerUrl,
@@ -169,15 +179,51 @@ pub struct GoogleProvider {
     fetch: tokio::sync::Mutex<FetchState>,
 }
 
-impl GoogleProvider {
-    /// `state_key` seals the OAuth state cookie ([`StateSealer::KEY_LEN`] bytes).
-    pub fn new(cfg: &GoogleConfig, public_url: &str, state_key: &[u8]) -> Result<Self, String> {
-        let issuer =
-            IssuerUrl::new(cfg.issuer.clone()).map_err(|e| format!("GOOGLE_ISSUER: {e}"))?;
-        let redirect_uri = RedirectUrl::new(format!("{public_url}{CALLBACK_PATH}"))
-            .map_err(|e| format!("PUBLIC_URL: {e}"))?;
+impl Provider {
+    /// The Google preset (`GOOGLE_*`, routes `/api/v1/auth/google/*`). `state_key` seals
+    /// the OAuth state cookie ([`StateSealer::KEY_LEN`] bytes).
+    pub fn google(cfg: &GoogleConfig, public_url: &str, state_key: &[u8]) -> Result<Self, String> {
         let sealer =
             StateSealer::new(state_key).ok_or("the stored oauth_state_key has the wrong length")?;
+        Self::build(
+            GOOGLE,
+            "Google",
+            OAUTH_STATE_COOKIE_PATH.to_owned(),
+            sealer,
+            cfg,
+            public_url,
+        )
+    }
+
+    /// A named provider (`OIDC_<NAME>_*`, routes `/api/v1/auth/oidc/{name}/*`).
+    pub fn named(
+        cfg: &OidcProviderConfig,
+        public_url: &str,
+        state_key: &[u8],
+    ) -> Result<Self, String> {
+        let sealer = StateSealer::for_provider(state_key, &cfg.name)
+            .ok_or("the stored oauth_state_key has the wrong length")?;
+        Self::build(
+            &cfg.name,
+            &cfg.display_name,
+            format!("/api/v1/auth/oidc/{}", cfg.name),
+            sealer,
+            &cfg.client,
+            public_url,
+        )
+    }
+
+    fn build(
+        name: &str,
+        display_name: &str,
+        base_path: String,
+        sealer: StateSealer,
+        cfg: &OidcClientConfig,
+        public_url: &str,
+    ) -> Result<Self, String> {
+        let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| format!("issuer: {e}"))?;
+        let redirect_uri = RedirectUrl::new(format!("{public_url}{base_path}/callback"))
+            .map_err(|e| format!("PUBLIC_URL: {e}"))?;
         // No redirects: the library's advice against SSRF through a provider's answers.
         let http = reqwest::ClientBuilder::new()
             .redirect(reqwest::redirect::Policy::none())
@@ -186,6 +232,9 @@ impl GoogleProvider {
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         Ok(Self {
+            name: name.to_owned(),
+            display_name: display_name.to_owned(),
+            base_path,
             client_id: ClientId::new(cfg.client_id.clone()),
             client_secret: ClientSecret::new(cfg.client_secret.expose_secret().to_owned()),
             is_google: cfg.issuer == GOOGLE_ISSUER,
@@ -196,6 +245,26 @@ impl GoogleProvider {
             discovered: RwLock::new(None),
             fetch: tokio::sync::Mutex::new(FetchState::default()),
         })
+    }
+
+    /// `google`, or the provider's name in `OIDC_PROVIDERS`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What a sign-in button says.
+    pub fn display_name(&self) -> &str {
+        &self.display_name
+    }
+
+    /// Whether this is the Google preset (`GOOGLE_*`).
+    pub fn is_google_preset(&self) -> bool {
+        self.name == GOOGLE
+    }
+
+    /// The prefix of the provider's routes, and the `Path` of its state cookie.
+    pub fn base_path(&self) -> &str {
+        &self.base_path
     }
 
     /// The configured issuer.
@@ -248,7 +317,7 @@ impl GoogleProvider {
             }
             Err(e) => {
                 f.last_failure = Some(Instant::now());
-                tracing::warn!(issuer = %self.issuer.as_str(), error = %error_chain(&e), "google sign-in: discovery failed");
+                tracing::warn!(provider = %self.name, issuer = %self.issuer.as_str(), error = %error_chain(&e), "openid sign-in: discovery failed");
                 stale.ok_or(OAuthFailure::Failed)
             }
         }
@@ -266,14 +335,15 @@ impl GoogleProvider {
             .is_some_and(|t| t.elapsed() < JWKS_REFETCH_INTERVAL)
         {
             tracing::warn!(
-                "google sign-in: ID token names an unknown key; JWKS refetch skipped (rate limit)"
+                provider = %self.name,
+                "openid sign-in: ID token names an unknown key; JWKS refetch skipped (rate limit)"
             );
             return None;
         }
         f.last_jwks_refetch = Some(Instant::now());
         match CoreJsonWebKeySet::fetch_async(seen.metadata.jwks_uri(), &self.http).await {
             Ok(jwks) => {
-                tracing::info!("google sign-in: JWKS refetched for an unknown key id");
+                tracing::info!(provider = %self.name, "openid sign-in: JWKS refetched for an unknown key id");
                 let d = Arc::new(Discovered {
                     metadata: seen.metadata.clone().set_jwks(jwks),
                     fetched_at: seen.fetched_at,
@@ -282,7 +352,7 @@ impl GoogleProvider {
                 Some(d)
             }
             Err(e) => {
-                tracing::warn!(error = %error_chain(&e), "google sign-in: JWKS refetch failed");
+                tracing::warn!(provider = %self.name, error = %error_chain(&e), "openid sign-in: JWKS refetch failed");
                 None
             }
         }
@@ -371,7 +441,7 @@ impl GoogleProvider {
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
             .map_err(|e| {
-                tracing::warn!(error = %e, "google sign-in: the provider has no token endpoint");
+                tracing::warn!(provider = %self.name, error = %e, "openid sign-in: the provider has no token endpoint");
                 OAuthFailure::Failed
             })?;
         let response = request
@@ -379,11 +449,11 @@ impl GoogleProvider {
             .request_async(&self.http)
             .await
             .map_err(|e| {
-                tracing::warn!(error = %error_chain(&e), "google sign-in: code exchange failed");
+                tracing::warn!(provider = %self.name, error = %error_chain(&e), "openid sign-in: code exchange failed");
                 OAuthFailure::Failed
             })?;
         let Some(id_token) = response.raw_id_token() else {
-            tracing::warn!("google sign-in: the token response has no ID token");
+            tracing::warn!(provider = %self.name, "openid sign-in: the token response has no ID token");
             return Err(OAuthFailure::Failed);
         };
         let nonce = Nonce::new(pending.nonce.clone());
@@ -399,11 +469,11 @@ impl GoogleProvider {
             other => other,
         }
         .map_err(|e| {
-            tracing::warn!(error = %e, "google sign-in: ID token rejected");
+            tracing::warn!(provider = %self.name, error = %e, "openid sign-in: ID token rejected");
             OAuthFailure::Failed
         })?;
         self.check_remaining(&claims, now_secs()).map_err(|why| {
-            tracing::warn!(error = %why, "google sign-in: ID token rejected");
+            tracing::warn!(provider = %self.name, error = %why, "openid sign-in: ID token rejected");
             OAuthFailure::Failed
         })?;
         Ok(Identity {
@@ -616,14 +686,14 @@ mod tests {
         }
     });
 
-    fn provider(issuer: &str) -> (GoogleProvider, CoreProviderMetadata) {
+    fn provider(issuer: &str) -> (Provider, CoreProviderMetadata) {
         let cfg = GoogleConfig {
             client_id: CLIENT.into(),
             client_secret: SECRET.to_owned().into(),
             issuer: issuer.into(),
         };
-        let p = GoogleProvider::new(&cfg, "http://localhost:8080", &StateSealer::generate_key())
-            .unwrap();
+        let p =
+            Provider::google(&cfg, "http://localhost:8080", &StateSealer::generate_key()).unwrap();
         let metadata: CoreProviderMetadata = serde_json::from_value(json!({
             "issuer": issuer,
             "authorization_endpoint": format!("{issuer}/auth"),
@@ -800,5 +870,53 @@ mod tests {
         assert!(
             o.accepts_issuer("https://idp.example") && !o.accepts_issuer("accounts.google.com")
         );
+    }
+
+    /// SPEC 13: provider B's ID token presented in provider A's flow is refused, even when
+    /// it is signed by a key A trusts: its issuer or its audience is not A's.
+    #[test]
+    fn a_token_of_another_provider_is_refused() {
+        let cfg = OidcProviderConfig {
+            name: "corp".into(),
+            display_name: "Corp".into(),
+            client: OidcClientConfig {
+                client_id: CLIENT.into(),
+                client_secret: SECRET.to_owned().into(),
+                issuer: "https://a.example".into(),
+            },
+        };
+        let p =
+            Provider::named(&cfg, "http://localhost:8080", &StateSealer::generate_key()).unwrap();
+        assert_eq!(p.name(), "corp");
+        assert!(!p.is_google_preset());
+        assert_eq!(p.base_path(), "/api/v1/auth/oidc/corp");
+        assert_eq!(
+            p.redirect_uri(),
+            "http://localhost:8080/api/v1/auth/oidc/corp/callback"
+        );
+        let (_, m) = provider("https://a.example");
+        let ok = claims("https://a.example");
+        assert!(p.validate(&m, &rs256(&ok, "k1"), &nonce()).is_ok());
+        let mut from_b = claims("https://b.example");
+        from_b["aud"] = json!("client-b");
+        from_b["azp"] = json!("client-b");
+        assert!(
+            p.validate(&m, &rs256(&from_b, "k1"), &nonce()).is_err(),
+            "B's token"
+        );
+        let mut iss_b = ok.clone();
+        iss_b["iss"] = json!("https://b.example");
+        assert!(
+            p.validate(&m, &rs256(&iss_b, "k1"), &nonce()).is_err(),
+            "B's issuer"
+        );
+        let mut aud_b = ok.clone();
+        aud_b["aud"] = json!("client-b");
+        assert!(
+            p.validate(&m, &rs256(&aud_b, "k1"), &nonce()).is_err(),
+            "B's audience"
+        );
+        // Google's bare issuer spelling means nothing to a named provider.
+        assert!(!p.accepts_issuer("accounts.google.com"));
     }
 }

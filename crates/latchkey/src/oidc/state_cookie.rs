@@ -4,6 +4,9 @@
 //! forged. Its 10-minute life is enforced inside the sealed payload as well as by the
 //! cookie's `Max-Age`; single use is enforced by the store (see
 //! [`crate::store::Store::consume_oauth_state`]).
+//!
+//! Each provider seals under its own associated data (its name), so a cookie made for one
+//! provider never opens at another's callback, even when a client sends it there by hand.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +15,8 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-/// Binds a sealed value to this purpose and format version.
+/// Binds a sealed value to this purpose and format version (Google's, as before named
+/// providers existed; a named provider's appends ` oidc/{name}`).
 const AAD: &[u8] = b"latchkey oauth_state v1";
 const NONCE_LEN: usize = 24;
 /// Sealed values longer than this are not ours (a cookie is at most ~4 KiB anyway).
@@ -53,9 +57,10 @@ impl PendingLogin {
     }
 }
 
-/// Seals and opens [`PendingLogin`]s.
+/// Seals and opens [`PendingLogin`]s for one provider.
 pub struct StateSealer {
     cipher: XChaCha20Poly1305,
+    aad: Vec<u8>,
 }
 
 impl StateSealer {
@@ -69,11 +74,21 @@ impl StateSealer {
         k
     }
 
-    /// `None` when `key` is not [`Self::KEY_LEN`] bytes.
+    /// Google's sealer. `None` when `key` is not [`Self::KEY_LEN`] bytes.
     pub fn new(key: &[u8]) -> Option<Self> {
         XChaCha20Poly1305::new_from_slice(key)
             .ok()
-            .map(|cipher| Self { cipher })
+            .map(|cipher| Self {
+                cipher,
+                aad: AAD.to_vec(),
+            })
+    }
+
+    /// The sealer of the named provider `name` (SPEC 13): what it seals opens nowhere else.
+    pub fn for_provider(key: &[u8], name: &str) -> Option<Self> {
+        let mut s = Self::new(key)?;
+        s.aad.extend_from_slice(format!(" oidc/{name}").as_bytes());
+        Some(s)
     }
 
     /// The cookie value: base64url(nonce ‖ ciphertext).
@@ -88,7 +103,7 @@ impl StateSealer {
                 &XNonce::from(nonce),
                 Payload {
                     msg: &plain,
-                    aad: AAD,
+                    aad: &self.aad,
                 },
             )
             .unwrap_or_default();
@@ -115,7 +130,7 @@ impl StateSealer {
                 &XNonce::from(nonce),
                 Payload {
                     msg: sealed,
-                    aad: AAD,
+                    aad: &self.aad,
                 },
             )
             .ok()?;
@@ -171,5 +186,18 @@ mod tests {
             assert_eq!(s.open(junk, 1_000), None);
         }
         assert!(StateSealer::new(&[0u8; 16]).is_none());
+    }
+
+    #[test]
+    fn a_providers_cookie_opens_only_at_that_provider() {
+        let key = StateSealer::generate_key();
+        let google = StateSealer::new(&key).unwrap();
+        let corp = StateSealer::for_provider(&key, "corp").unwrap();
+        let corp2 = StateSealer::for_provider(&key, "corp2").unwrap();
+        let v = corp.seal(&sample(2_000));
+        assert_eq!(corp.open(&v, 1_000), Some(sample(2_000)));
+        assert_eq!(google.open(&v, 1_000), None, "not at Google");
+        assert_eq!(corp2.open(&v, 1_000), None, "not at another provider");
+        assert_eq!(corp.open(&google.seal(&sample(2_000)), 1_000), None);
     }
 }

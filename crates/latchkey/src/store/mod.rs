@@ -512,7 +512,8 @@ pub trait Store: Send + Sync + 'static {
         disabled_at: Option<i64>,
         events: &[Event],
     ) -> Result<bool>;
-    /// Sign-in methods of a user: `password` and/or identity provider names.
+    /// Sign-in methods of a user: `password` and/or the issuers of the user's identities
+    /// (`http::auth` names them after the configured providers).
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>>;
     /// A user and their sign-in methods (`GET /api/v1/me`). Backends answer it in one query.
     async fn user_profile(&self, id: UserId) -> Result<Option<(UserRecord, Vec<String>)>> {

@@ -339,7 +339,7 @@ impl Store for PostgresStore {
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT 'password'::text FROM users WHERE id = $1 AND password_hash IS NOT NULL \
-             UNION ALL SELECT DISTINCT 'google'::text FROM identities WHERE user_id = $1",
+             UNION ALL SELECT DISTINCT issuer FROM identities WHERE user_id = $1",
         )
         .bind(id.0)
         .fetch_all(&self.pool)

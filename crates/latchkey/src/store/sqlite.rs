@@ -54,7 +54,8 @@ struct UserRow {
 struct ProfileRow {
     #[sqlx(flatten)]
     user: UserRow,
-    has_identity: bool,
+    /// The issuers of the user's identities, separated by U+001F (never in a URL).
+    issuers: Option<String>,
 }
 
 impl TryFrom<UserRow> for UserRecord {
@@ -355,13 +356,14 @@ impl Store for SqliteStore {
     async fn user_profile(&self, id: UserId) -> Result<Option<(UserRecord, Vec<String>)>> {
         let row = sqlx::query_as::<_, ProfileRow>(
             "SELECT id, email, name, password_hash, email_verified, created_at, disabled_at, \
-             EXISTS(SELECT 1 FROM identities WHERE user_id = users.id) AS has_identity FROM users WHERE id = ?",
+             (SELECT group_concat(issuer, char(31)) FROM (SELECT DISTINCT issuer FROM identities WHERE user_id = users.id)) AS issuers \
+             FROM users WHERE id = ?",
         )
         .bind(id.0.to_string())
         .fetch_optional(&self.pool)
         .await
         .map_err(classify)?;
-        let Some(ProfileRow { user, has_identity }) = row else {
+        let Some(ProfileRow { user, issuers }) = row else {
             return Ok(None);
         };
         let user = UserRecord::try_from(user)?;
@@ -369,9 +371,12 @@ impl Store for SqliteStore {
         if user.password_hash.is_some() {
             providers.push("password".to_owned());
         }
-        if has_identity {
-            providers.push("google".to_owned());
-        }
+        providers.extend(
+            issuers
+                .iter()
+                .flat_map(|i| i.split('\u{1f}'))
+                .map(str::to_owned),
+        );
         Ok(Some((user, providers)))
     }
 
@@ -409,7 +414,7 @@ impl Store for SqliteStore {
     async fn user_providers(&self, id: UserId) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT 'password' FROM users WHERE id = ?1 AND password_hash IS NOT NULL \
-             UNION ALL SELECT DISTINCT 'google' FROM identities WHERE user_id = ?1",
+             UNION ALL SELECT DISTINCT issuer FROM identities WHERE user_id = ?1",
         )
         .bind(id.0.to_string())
         .fetch_all(&self.pool)

@@ -1,11 +1,13 @@
-// A real OpenID Provider (the certified `oidc-provider` package) for latchkey's Google
-// sign-in tests. Started by crates/latchkey/tests/google.rs; not for any other use.
+// A real OpenID Provider (the certified `oidc-provider` package) for latchkey's OpenID
+// sign-in tests (Google's preset and named providers; a test may run two). Started by
+// crates/latchkey/tests/google.rs; not for any other use.
 //
-// Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URI (latchkey's callback).
+// Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URI (latchkey's callback); EMAIL_DOMAIN
+// (optional, default example.com).
 // Listens on 127.0.0.1 on a free port and prints one JSON line: {"issuer": "http://127.0.0.1:PORT"}.
 //
 // Accounts: devInteractions' login form accepts any login; the login becomes the account id
-// and `sub`, the email is `<login>@example.com`, verified unless the login starts with
+// and `sub`, the email is `<login>@EMAIL_DOMAIN`, verified unless the login starts with
 // `unverified-`.
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
@@ -13,6 +15,7 @@ import http from 'node:http';
 import Provider from 'oidc-provider';
 
 const { CLIENT_ID, CLIENT_SECRET, REDIRECT_URI } = process.env;
+const EMAIL_DOMAIN = process.env.EMAIL_DOMAIN || 'example.com';
 if (!CLIENT_ID || !CLIENT_SECRET || !REDIRECT_URI) {
   console.error('CLIENT_ID, CLIENT_SECRET and REDIRECT_URI must be set');
   process.exit(2);
@@ -48,7 +51,7 @@ server.listen(0, '127.0.0.1', () => {
         async claims() {
           return {
             sub: id,
-            email: `${id}@example.com`,
+            email: `${id}@${EMAIL_DOMAIN}`,
             email_verified: !id.startsWith('unverified-'),
             name: `Test ${id}`,
           };
