@@ -25,14 +25,14 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
             return Ok(user);
         }
         let Some(email) = id.email.as_deref().and_then(|e| Email::parse(e).ok()) else {
-            tracing::warn!(issuer = %id.issuer, "google sign-in: the ID token carries no usable email");
+            tracing::warn!(issuer = %id.issuer, "OpenID sign-in: the ID token carries no usable email");
             return Err(OAuthFailure::Failed);
         };
         let now = now_ms();
         match store.user_by_email(&email).await? {
             Some(existing) => {
                 if !id.email_verified {
-                    tracing::info!(user_id = %existing.id, "google sign-in: unverified email matches an existing account; not linked");
+                    tracing::info!(user_id = %existing.id, "OpenID sign-in: unverified email matches an existing account; not linked");
                     return Err(OAuthFailure::EmailNotVerified);
                 }
                 let link = NewIdentity {
@@ -50,7 +50,7 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
                     Ok(revoked) => {
                         // The squatter's sessions stop working here at once (finding 7).
                         crate::session::mark_revoked(state, &revoked, now, "email_claimed");
-                        tracing::info!(user_id = %existing.id, "google sign-in: identity linked to the existing account of its verified email");
+                        tracing::info!(user_id = %existing.id, "OpenID sign-in: identity linked to the existing account of its verified email");
                         let password_hash = if existing.email_verified {
                             existing.password_hash.clone()
                         } else {
@@ -70,7 +70,7 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
                 // An account made from an address nobody verified could later capture the
                 // owner's verified sign-in (pre-hijacking): refuse it.
                 if !id.email_verified {
-                    tracing::info!(issuer = %id.issuer, "google sign-in: unverified email; no account created");
+                    tracing::info!(issuer = %id.issuer, "OpenID sign-in: unverified email; no account created");
                     return Err(OAuthFailure::EmailNotVerified);
                 }
                 let user = NewUser {
@@ -98,7 +98,7 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
                     .await
                 {
                     Ok(created) => {
-                        tracing::info!(user_id = %created.id, "google sign-in: new user");
+                        tracing::info!(user_id = %created.id, "OpenID sign-in: new user");
                         return Ok(created);
                     }
                     Err(StoreError::Conflict) => continue,
@@ -107,6 +107,6 @@ pub async fn resolve_user(state: &AppState, id: &Identity) -> Result<UserRecord,
             }
         }
     }
-    tracing::warn!(issuer = %id.issuer, "google sign-in: could not settle the account after repeated conflicts");
+    tracing::warn!(issuer = %id.issuer, "OpenID sign-in: could not settle the account after repeated conflicts");
     Err(OAuthFailure::Failed)
 }

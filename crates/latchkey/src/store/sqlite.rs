@@ -31,7 +31,13 @@ use crate::events::{Event, EventKind, EventQuery, EventRecord};
 
 mod mfa;
 pub struct SqliteStore {
+    /// Reads: several connections (WAL readers never wait for the writer).
     pool: SqlitePool,
+    /// Writes: one connection. SQLite has one writer at a time anyway; with writes on any of
+    /// several connections, the losers of a race slept in SQLite's busy handler (1, 2, 5,
+    /// 10 … 100 ms steps), which made the refresh latency's tail (issue 14). Here they wait
+    /// in the pool's queue and go as soon as the writer is free.
+    writer: SqlitePool,
     /// For `sqlite::memory:`: a connection held open and never used. The in-memory database
     /// (shared cache) lives as long as one connection to it does; sqlx closes a pooled
     /// connection whose query future was dropped mid-way (a client that hung up), and
@@ -232,11 +238,23 @@ impl SqliteStore {
         };
         let pool = pool_opts
             .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await
             .map_err(classify)?;
+        // In memory there is one connection for both; on a file, one more for writes.
+        let writer = if memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(classify)?
+        };
         Ok(Self {
             pool,
+            writer,
             _memory_anchor: memory_anchor,
         })
     }
@@ -261,7 +279,7 @@ async fn insert_identity(
 impl SqliteStore {
     /// A write transaction (`BEGIN IMMEDIATE`: the single writer, taken at once).
     async fn write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
-        self.pool
+        self.writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)
@@ -315,7 +333,7 @@ type EventRow = (
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<()> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await
             .map_err(|e| StoreError::Other(Box::new(e)))
     }
@@ -329,7 +347,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
-        insert_user(&self.pool, &u).await?;
+        insert_user(&self.writer, &u).await?;
         Ok(u.into())
     }
 
@@ -444,7 +462,7 @@ impl Store for SqliteStore {
         events: &[Event],
     ) -> Result<Vec<SessionId>> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
@@ -490,7 +508,7 @@ impl Store for SqliteStore {
 
     async fn consume_oauth_state(&self, id: &[u8; 32], expires_at: i64, now: i64) -> Result<bool> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
@@ -533,7 +551,7 @@ impl Store for SqliteStore {
             };
         }
         if events.is_empty() {
-            return Ok(insert!(&self.pool).rows_affected() == 1);
+            return Ok(insert!(&self.writer).rows_affected() == 1);
         }
         let mut tx = self.write().await?;
         let done = insert!(&mut *tx).rows_affected() == 1;
@@ -610,7 +628,7 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         // IMMEDIATE takes the write lock up front: no read-to-write upgrade, no deadlock.
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
@@ -740,7 +758,7 @@ impl Store for SqliteStore {
             )))
             .bind(before)
             .bind(ids)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
             pruned += r.rows_affected();
@@ -809,7 +827,7 @@ impl Store for SqliteStore {
             .bind(name)
             .bind(id.to_string())
             .bind(user.0.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(r.rows_affected() == 1)
@@ -825,7 +843,7 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(credential)
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(())
@@ -834,7 +852,7 @@ impl Store for SqliteStore {
     async fn insert_ceremony(&self, c: &CeremonyRecord, now: i64) -> Result<()> {
         sqlx::query(PRUNE_CEREMONIES)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         sqlx::query(INSERT_CEREMONY)
@@ -844,7 +862,7 @@ impl Store for SqliteStore {
             .bind(&c.state)
             .bind(c.created_at)
             .bind(c.expires_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(())
@@ -859,7 +877,7 @@ impl Store for SqliteStore {
         type Row = (Vec<u8>, String, Option<String>, String, i64, i64);
         let row: Option<Row> = sqlx::query_as(TAKE_CEREMONY)
             .bind(&id_hash[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await
             .map_err(classify)?;
         let Some((id, k, user, state, created, expires)) = row else {
@@ -908,7 +926,7 @@ impl Store for SqliteStore {
         events: &[Event],
     ) -> Result<()> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
@@ -944,7 +962,7 @@ impl Store for SqliteStore {
         let r =
             sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(classify)?;
         Ok(r.rows_affected())
@@ -956,7 +974,7 @@ impl Store for SqliteStore {
             .bind(&candidate.bytes)
             .bind(&candidate.key_id)
             .bind(crate::clock::now_ms())
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         let (bytes, key_id): (Vec<u8>, Option<String>) =
@@ -971,7 +989,7 @@ impl Store for SqliteStore {
     async fn delete_server_secret(&self, name: &str) -> Result<bool> {
         let r = sqlx::query("DELETE FROM server_secrets WHERE name = ?")
             .bind(name)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(r.rows_affected() > 0)
@@ -999,7 +1017,7 @@ impl Store for SqliteStore {
 
     async fn apply(&self, changes: &[Change<'_>]) -> Result<Vec<SessionId>> {
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
@@ -1021,7 +1039,7 @@ impl Store for SqliteStore {
         .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.writer)
         .await
         .map_err(classify)?;
         Ok(rows.into_iter().map(outbox_entry).collect())
@@ -1033,7 +1051,7 @@ impl Store for SqliteStore {
             .bind(at)
             .bind(error)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(())
@@ -1063,7 +1081,7 @@ impl Store for SqliteStore {
         for q in PRUNE_MAIL {
             n += sqlx::query(q)
                 .bind(before)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(classify)?
                 .rows_affected();
@@ -1082,19 +1100,19 @@ impl Store for SqliteStore {
     }
 
     async fn put_totp_setup(&self, record: &super::TotpRecord) -> Result<bool> {
-        mfa::put_totp_setup(&self.pool, record).await
+        mfa::put_totp_setup(&self.writer, record).await
     }
 
     async fn use_totp_step(&self, user: UserId, step: i64) -> Result<bool> {
-        mfa::use_totp_step(&self.pool, user, step).await
+        mfa::use_totp_step(&self.writer, user, step).await
     }
 
     async fn use_recovery_code(&self, user: UserId, hash: &TokenHash, now: i64) -> Result<bool> {
-        mfa::use_recovery_code(&self.pool, user, hash, now).await
+        mfa::use_recovery_code(&self.writer, user, hash, now).await
     }
 
     async fn insert_pending_login(&self, pending: &super::PendingLogin) -> Result<()> {
-        mfa::insert_pending_login(&self.pool, pending).await
+        mfa::insert_pending_login(&self.writer, pending).await
     }
 
     async fn pending_login(&self, id_hash: &TokenHash) -> Result<Option<super::PendingLogin>> {
@@ -1102,11 +1120,11 @@ impl Store for SqliteStore {
     }
 
     async fn take_pending_attempt(&self, id_hash: &TokenHash, now: i64, max: i32) -> Result<bool> {
-        mfa::take_pending_attempt(&self.pool, id_hash, now, max).await
+        mfa::take_pending_attempt(&self.writer, id_hash, now, max).await
     }
 
     async fn finish_pending_login(&self, id_hash: &TokenHash, now: i64) -> Result<bool> {
-        mfa::finish_pending_login(&self.pool, id_hash, now).await
+        mfa::finish_pending_login(&self.writer, id_hash, now).await
     }
 
     async fn reauthenticate_session(
@@ -1116,11 +1134,11 @@ impl Store for SqliteStore {
         auth_time: i64,
         amr: crate::mfa::Amr,
     ) -> Result<bool> {
-        mfa::reauthenticate_session(&self.pool, id, user, auth_time, amr).await
+        mfa::reauthenticate_session(&self.writer, id, user, auth_time, amr).await
     }
 
     async fn prune_pending_logins(&self, before: i64) -> Result<u64> {
-        mfa::prune_pending_logins(&self.pool, before).await
+        mfa::prune_pending_logins(&self.writer, before).await
     }
 
     async fn insert_events(&self, events: &[Event]) -> Result<()> {
@@ -1160,7 +1178,7 @@ impl Store for SqliteStore {
     async fn prune_events(&self, before: i64) -> Result<u64> {
         let r = sqlx::query(PRUNE_EVENTS)
             .bind(before)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(classify)?;
         Ok(r.rows_affected())
@@ -1173,7 +1191,7 @@ impl Store for SqliteStore {
     async fn reseal_secrets(&self, reseal: &Resealer<'_>) -> Result<u64> {
         // IMMEDIATE: the write lock from the start, so a concurrent start waits for ours.
         let mut tx = self
-            .pool
+            .writer
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(classify)?;
