@@ -54,6 +54,9 @@ test('REQUIRE_EMAIL_VERIFICATION=true: signup asks to open the link, login refus
   await page.goto(link.href);
   await page.locator('#status').filter({ hasText: 'Your email address is verified' }).waitFor();
   const next = page.locator('[data-testid="next-link"]');
+  // The page shows the link only once it knows whether someone is signed in (a /me call
+  // after the status line): read it when it is shown, not before (a race seen in CI).
+  await next.waitFor({ state: 'visible' });
   assert.equal(await next.innerText(), 'Sign in');
   assert.equal(await next.getAttribute('href'), '/login?next=%2Faccount');
   assert.deepEqual(seen.dialogs, [], 'no "session expired" alert for someone who is not signed in');
