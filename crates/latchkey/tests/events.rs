@@ -18,7 +18,6 @@ mod listing;
 #[path = "events/secrets.rs"]
 mod secrets;
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -26,7 +25,6 @@ use common::{PASSWORD, TestApp, spawn_with, unique_email};
 use latchkey::clock::Clock;
 use latchkey::config::Quota;
 use latchkey::events::EventQuery;
-use reqwest::header::{HeaderMap, SET_COOKIE};
 use serde_json::{Value, json};
 
 /// The User-Agent every request of these tests sends.
@@ -63,55 +61,7 @@ impl std::io::Write for Capture {
     }
 }
 
-/// A browser's cookie store for these flows: name → (value, path), from `Set-Cookie`.
-#[derive(Debug, Clone, Default)]
-pub struct Browser {
-    cookies: HashMap<String, (String, String)>,
-}
-
-impl Browser {
-    pub fn update(&mut self, headers: &HeaderMap) {
-        for line in headers.get_all(SET_COOKIE) {
-            let line = line.to_str().unwrap();
-            let mut parts = line.split("; ");
-            let (name, value) = parts.next().unwrap().split_once('=').unwrap();
-            let mut path = "/".to_owned();
-            let mut gone = value.is_empty();
-            for a in parts {
-                if let Some(p) = a.strip_prefix("Path=") {
-                    path = p.to_owned();
-                }
-                if a == "Max-Age=0" {
-                    gone = true;
-                }
-            }
-            if gone {
-                self.cookies.remove(name);
-            } else {
-                self.cookies
-                    .insert(name.to_owned(), (value.to_owned(), path));
-            }
-        }
-    }
-
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.cookies.get(name).map(|(v, _)| v.as_str())
-    }
-
-    /// Every cookie value it holds (the secrets tour collects them).
-    pub fn values(&self) -> Vec<String> {
-        self.cookies.values().map(|(v, _)| v.clone()).collect()
-    }
-
-    pub fn header_for(&self, path: &str) -> String {
-        self.cookies
-            .iter()
-            .filter(|(_, (_, p))| path.starts_with(p.as_str()))
-            .map(|(n, (v, _))| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
+pub use common::browser::Browser;
 
 /// An app with a manual clock (on a TOTP step's middle) and the per-IP limit out of the way.
 pub async fn app_with(tweak: impl FnOnce(&mut latchkey::Config)) -> TestApp {

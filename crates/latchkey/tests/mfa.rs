@@ -15,67 +15,13 @@ mod recent;
 #[path = "mfa/totp.rs"]
 mod totp;
 
-use std::collections::HashMap;
-
 use base64::Engine as _;
 use common::{PASSWORD, TestApp, spawn_with, unique_email};
 use latchkey::clock::Clock;
-use reqwest::header::{HeaderMap, SET_COOKIE};
+use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-/// A browser's cookie store, enough for these flows: name → (value, path), updated from
-/// `Set-Cookie` (`Max-Age=0` or an empty value removes), sent by path prefix.
-#[derive(Debug, Clone, Default)]
-pub struct Browser {
-    cookies: HashMap<String, (String, String)>,
-}
-
-impl Browser {
-    pub fn update(&mut self, headers: &HeaderMap) {
-        for line in headers.get_all(SET_COOKIE) {
-            let line = line.to_str().unwrap();
-            let mut parts = line.split("; ");
-            let (name, value) = parts.next().unwrap().split_once('=').unwrap();
-            let mut path = "/".to_owned();
-            let mut gone = value.is_empty();
-            for a in parts {
-                if let Some(p) = a.strip_prefix("Path=") {
-                    path = p.to_owned();
-                }
-                if a == "Max-Age=0" {
-                    gone = true;
-                }
-            }
-            if gone {
-                self.cookies.remove(name);
-            } else {
-                self.cookies
-                    .insert(name.to_owned(), (value.to_owned(), path));
-            }
-        }
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.cookies.contains_key(name)
-    }
-
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.cookies.get(name).map(|(v, _)| v.as_str())
-    }
-
-    pub fn remove(&mut self, name: &str) {
-        self.cookies.remove(name);
-    }
-
-    pub fn header_for(&self, path: &str) -> String {
-        self.cookies
-            .iter()
-            .filter(|(_, (_, p))| path.starts_with(p.as_str()))
-            .map(|(n, (v, _))| format!("{n}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
+pub use common::browser::Browser;
 
 /// An app with a manual clock starting now (on a step boundary's middle, so ±1 step is
 /// never ambiguous) and the per-IP auth limit out of the way.

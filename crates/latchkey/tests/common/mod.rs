@@ -2,6 +2,7 @@
 //! tiny cookie jar that shows exactly what the server set.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod resource_server;
 pub mod smtp;
 
