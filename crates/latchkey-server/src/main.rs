@@ -164,7 +164,7 @@ fn main() -> ExitCode {
 /// glibc's allocator, for a long-running server (issue 11, the soak): memory freed by one
 /// thread and reused by another stays in per-thread arenas (up to 8 per core) that glibc
 /// rarely gives back. Two arenas, and free pages returned to the kernel once a minute, keep
-/// less of it resident (a 30-minute soak ended at 87 MiB instead of 97; it still grew ~0.5
+/// less of it resident (a 30-minute soak ended at 87 MiB instead of 97; it still grew 0.64
 /// MiB/min, see README "Soak"). Other C libraries (musl) and platforms: nothing to do.
 mod allocator {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
