@@ -18,7 +18,7 @@ if [ ! -d client/node_modules ]; then (cd client && npm ci --no-audit --no-fund 
 if [ "${1:-}" = "--scale" ]; then
   shift
   command -v sqlite3 >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq sqlite3) >/dev/null
-  cargo build --release -p latchkey --example scale_seed
+  cargo build --release -p latchkey --example scale_seed --example refresh_open_loop
   exec python3 bench/scale.py "$@"
 fi
 exec python3 bench/bench.py "$@"

@@ -12,7 +12,9 @@ signs out and signs in again (Argon2id); every ~10 min it lists its sessions and
 everywhere. One more thread signs up a new user every second (who signs out at once). Browsers start over the first 30 s. That is about 400 /me, 200
 refreshes, 2 logins, 2 logouts and 1 signup per second.
 
-Per minute: RSS, open fds, threads, database size, requests, p50/p99 latency (all requests,
+Per minute: RSS; the allocator's live and free bytes (every arena, from the server's
+`latchkey::memory` debug line) and SQLite's live bytes, which tell a growing structure from
+a fragmenting heap; open fds, threads, database size, requests, p50/p99 latency (all requests,
 measured by the client, so it includes the client's own scheduling), refresh p99, 429s, and
 errors (any 5xx, connection error or unexpected status). Fails (exit 1) on any error, when
 the RSS peak of the last SOAK_WINDOW minutes (default: the last third of the run, at most
@@ -173,6 +175,23 @@ def proc_status(pid):
     return out
 
 
+def last_memory_line(path):
+    """The fields of the server's latest `latchkey::memory` line (one a minute; the allocator's
+    live and free bytes, SQLite's live bytes), or {} when there is none yet."""
+    found = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if '"latchkey::memory"' in line:
+                    try:
+                        found = json.loads(line).get("fields", {})
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return found
+
+
 def pct(xs, p):
     if not xs:
         return float("nan")
@@ -188,7 +207,8 @@ def main():
     db_url = os.environ.get("SOAK_DATABASE_URL", f"sqlite://{work}/soak.db")
     env = dict(os.environ, DATABASE_URL=db_url, LISTEN_ADDR=f"127.0.0.1:{port}",
                PUBLIC_URL=f"http://127.0.0.1:{port}", TRUSTED_PROXIES="127.0.0.1",
-               LOG_FORMAT="json", RUST_LOG=os.environ.get("RUST_LOG", "warn"), SECRETS_KEY=KEY)
+               LOG_FORMAT="json", RUST_LOG=os.environ.get("RUST_LOG", "warn,latchkey::memory=debug"),
+               SECRETS_KEY=KEY)
     log = open(os.path.join(work, "server.log"), "w")
     proc = subprocess.Popen([BIN], cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     for _ in range(300):
@@ -210,8 +230,9 @@ def main():
 
     global STATS
     rows, failed = [], []
-    print("| min | RSS MiB | fds | threads | DB MiB | requests | p50 ms | p99 ms | refresh p99 ms | 429 | errors |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("| min | RSS MiB | heap live MiB | heap free MiB | SQLite MiB | fds | threads | DB MiB | requests "
+          "| p50 ms | p99 ms | refresh p99 ms | 429 | errors |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     start = time.monotonic()
     minute = 0
     while minute < MINUTES:
@@ -226,11 +247,13 @@ def main():
         rss = int(st["VmRSS"].split()[0]) / 1024
         fds = len(os.listdir(f"/proc/{proc.pid}/fd"))
         db = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work) if f.startswith("soak.db")) / 2**20
+        mem = last_memory_line(os.path.join(work, "server.log"))
         row = dict(min=minute, rss=rss, fds=fds, threads=int(st["Threads"]), db=db, n=len(s.lat),
                    p50=pct(s.lat, 50), p99=pct(s.lat, 99), rp99=pct(s.refresh_lat, 99),
                    limited=s.limited, errors=s.errors)
         rows.append(row)
-        print(f"| {minute} | {rss:.1f} | {fds} | {row['threads']} | {db:.1f} | {row['n']} | {row['p50']:.1f} | "
+        print(f"| {minute} | {rss:.1f} | {mem.get('heap_in_use', 0) / 2**20:.1f} | "
+              f"{mem.get('heap_free', 0) / 2**20:.1f} | {mem.get('sqlite_in_use', 0) / 2**20:.1f} | {fds} | {row['threads']} | {db:.1f} | {row['n']} | {row['p50']:.1f} | "
               f"{row['p99']:.1f} | {row['rp99']:.1f} | {s.limited} | {s.errors} |", flush=True)
         if s.errors:
             failed.append(f"minute {minute}: {s.errors} errors, e.g. {s.samples}")

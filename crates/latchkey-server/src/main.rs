@@ -186,8 +186,84 @@ mod allocator {
                 every.tick().await;
                 // SAFETY: malloc_trim only releases free memory; it takes the arenas' locks.
                 let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+                report();
             }
         });
+    }
+
+    /// One `latchkey::memory` debug line a minute: what the allocator holds for live
+    /// objects, what it keeps free, and SQLite's share of the live part. `scripts/soak.sh`
+    /// reads it to tell a growing structure from a fragmenting heap.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn report() {
+        if !tracing::enabled!(target: "latchkey::memory", tracing::Level::DEBUG) {
+            return;
+        }
+        let Some(heap) = heap() else { return };
+        let (mut sqlite, mut sqlite_peak) = (0i64, 0i64);
+        // SAFETY: sqlite3_status64 reads a process-wide counter into the two locals.
+        unsafe {
+            libsqlite3_sys::sqlite3_status64(
+                libsqlite3_sys::SQLITE_STATUS_MEMORY_USED,
+                &mut sqlite,
+                &mut sqlite_peak,
+                0,
+            )
+        };
+        tracing::debug!(
+            target: "latchkey::memory",
+            heap_in_use = heap.in_use,
+            heap_free = heap.free,
+            sqlite_in_use = sqlite,
+            sqlite_peak,
+            "memory"
+        );
+    }
+
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    struct Heap {
+        in_use: u64,
+        free: u64,
+    }
+
+    /// Every arena's totals, from `malloc_info` (`mallinfo2` counts the main arena only).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn heap() -> Option<Heap> {
+        let mut buf: *mut libc::c_char = std::ptr::null_mut();
+        let mut len: libc::size_t = 0;
+        // SAFETY: open_memstream allocates the buffer it writes to; malloc_info writes its
+        // XML report into the stream; after fclose, `buf` holds `len` bytes, which are
+        // copied and the buffer freed.
+        let xml = unsafe {
+            let f = libc::open_memstream(&mut buf, &mut len);
+            if f.is_null() {
+                return None;
+            }
+            let ok = libc::malloc_info(0, f) == 0;
+            libc::fclose(f);
+            if buf.is_null() {
+                return None;
+            }
+            let text = String::from_utf8_lossy(std::slice::from_raw_parts(buf.cast::<u8>(), len))
+                .into_owned();
+            libc::free(buf.cast());
+            ok.then_some(text)?
+        };
+        // The process-wide totals follow the last per-arena section.
+        let totals = &xml[xml.rfind("</heap>")?..];
+        let attr = |tag: &str, name: &str| -> Option<u64> {
+            let at = totals.find(tag)? + tag.len();
+            let rest = &totals[at..];
+            let v = &rest[rest.find(&format!("{name}=\""))? + name.len() + 2..];
+            v[..v.find('"')?].parse().ok()
+        };
+        let free = attr("<total type=\"fast\"", "size")? + attr("<total type=\"rest\"", "size")?;
+        let mapped = attr("<total type=\"mmap\"", "size")?;
+        let arenas = attr("<system type=\"current\"", "size")?;
+        Some(Heap {
+            in_use: arenas.saturating_sub(free) + mapped,
+            free,
+        })
     }
 
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

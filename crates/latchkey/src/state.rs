@@ -275,6 +275,11 @@ impl AppState {
                         tracing::warn!(error = %e, "key reload failed; retrying");
                     }
                     limiter.maintain().await;
+                    // Histogram samples wait in the recorder until a scrape or an upkeep
+                    // drains them into their summaries; without this, an instance nobody
+                    // scrapes kept every request's duration (issue 11: the soak's steady
+                    // ~0.6 MiB a minute). What the exporter's own upkeep task does, every 5 s.
+                    inner.metrics.run_upkeep();
                 }
                 metrics::gauge!("latchkey_revoked_sessions_cached")
                     .set(inner.revocations.len() as f64);

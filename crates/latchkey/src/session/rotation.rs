@@ -14,6 +14,11 @@
 //!   revoked and the answer is `refresh_reused`. Nothing per rotation is stored for this:
 //!   the generation number says how old a token is (O(1) state per session).
 //!
+//! The common case — the current token of a live session — is one store statement
+//! ([`crate::store::Store::advance_current_session`]: the compare-and-swap also checks
+//! revocation and expiry and returns the session). Only when it changes nothing is the
+//! session read and the rule above applied in full; the answer is the same either way.
+//!
 //! Legacy tokens (random, from before session tokens) are still found by hash: the current
 //! one rotates into a session token, the previous one within grace gets the current token,
 //! and older ones (remembered as retired) are reuse.
@@ -38,15 +43,25 @@ pub async fn refresh(state: &AppState, presented: Option<&str>) -> Result<Issued
     }
 }
 
-/// The checks every refresh makes on the session it names, in order.
-async fn usable(state: &AppState, session: &SessionRecord, now: i64) -> Result<(), ApiError> {
+/// The checks every refresh makes on the session it names, in order. `charged` is the
+/// per-session limit's answer when it was already asked for this attempt (the
+/// one-statement rotation asks first); otherwise the limit is asked now.
+async fn usable(
+    state: &AppState,
+    session: &SessionRecord,
+    now: i64,
+    charged: &mut Option<Result<(), ApiError>>,
+) -> Result<(), ApiError> {
     if session.revoked_at.is_some() {
         return Err(ApiError::SessionRevoked);
     }
     if now >= session.expires_at() {
         return Err(ApiError::RefreshExpired);
     }
-    state.limiter().check_refresh(&session.id.to_string()).await
+    match charged.take() {
+        Some(answer) => answer,
+        None => state.limiter().check_refresh(&session.id.to_string()).await,
+    }
 }
 
 fn within_grace(state: &AppState, session: &SessionRecord, now: i64) -> bool {
@@ -128,11 +143,47 @@ async fn reused(state: &AppState, session: &SessionRecord, why: &str) -> ApiErro
     ApiError::RefreshReused
 }
 
+/// The common case — the current token of a live session, past its first two rotations —
+/// in one store statement, without reading the session first (issue 14). `None` when the
+/// statement's conditions did not all hold: the full rule below decides then.
+async fn rotate_current(
+    state: &AppState,
+    token: &SessionToken,
+    hash: &crate::store::TokenHash,
+) -> Result<Option<IssuedTokens>, ApiError> {
+    let Ok(generation) = i64::try_from(token.generation) else {
+        return Ok(None);
+    };
+    let Some(next_generation) = generation.checked_add(1) else {
+        return Ok(None);
+    };
+    let now = state.config().clock.now_ms();
+    let successor = SessionToken::issue(state.refresh_secret(), token.sid, next_generation as u64);
+    let idle = now.saturating_add(ms(state.config().refresh_ttl));
+    let Some(session) = state
+        .store()
+        .advance_current_session(token.sid, generation, hash, &successor.hash(), now, idle)
+        .await?
+    else {
+        return Ok(None);
+    };
+    metrics::counter!("latchkey_refreshes_total", "kind" => "rotated").increment(1);
+    issue(state, &session, SecretString::from(successor.expose()), now).map(Some)
+}
+
 async fn refresh_session_token(
     state: &AppState,
     token: SessionToken,
 ) -> Result<IssuedTokens, ApiError> {
     let hash = token.hash();
+    // The per-session limit gates every rotation, the one-statement one too; its answer is
+    // then reused by the full rule, so one attempt is charged once.
+    let mut charged = Some(state.limiter().check_refresh(&token.sid.to_string()).await);
+    if matches!(charged, Some(Ok(()))) {
+        if let Some(tokens) = rotate_current(state, &token, &hash).await? {
+            return Ok(tokens);
+        }
+    }
     // A lost compare-and-swap means another request rotated first; look again (the token
     // is then the previous one and the grace rule answers). Bounded: each retry follows a
     // successful rotation by someone else.
@@ -143,7 +194,7 @@ async fn refresh_session_token(
             .session_by_id(token.sid)
             .await?
             .ok_or(ApiError::RefreshInvalid)?;
-        usable(state, &session, now).await?;
+        usable(state, &session, now, &mut charged).await?;
         let current = session.generation as u64;
         if token.generation == current {
             // Always true for a token this server issued, except generation 0 of a session
@@ -184,7 +235,7 @@ async fn refresh_legacy(state: &AppState, token: RefreshToken) -> Result<IssuedT
             .session_by_token_hash(&hash)
             .await?
             .ok_or(ApiError::RefreshInvalid)?;
-        usable(state, &session, now).await?;
+        usable(state, &session, now, &mut None).await?;
         match which {
             TokenMatch::Current => {
                 if let Some(tokens) = rotate(state, session, &hash, now).await? {

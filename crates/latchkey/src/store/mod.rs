@@ -576,6 +576,21 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
         idle_expires_at: i64,
     ) -> Result<bool>;
+    /// The common rotation in one statement, without reading the session first: if the
+    /// session is not revoked, not expired at `now`, at `generation` (≥ 2: nothing to
+    /// remember for legacy tokens) and its current token hashes to `expected`, moves it on
+    /// exactly as [`Store::advance_session`] does, with `idle_expires_at` capped at its
+    /// absolute expiry, and returns the session as it now is. `None` when any condition does
+    /// not hold — the caller then reads the session and applies the full refresh rule.
+    async fn advance_current_session(
+        &self,
+        id: SessionId,
+        generation: i64,
+        expected: &TokenHash,
+        new: &TokenHash,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<Option<SessionRecord>>;
     /// Revokes one session (of `user` when given); false when not found or already revoked.
     async fn revoke_session(
         &self,

@@ -589,6 +589,41 @@ impl Store for PostgresStore {
         Ok(r.0 == 1)
     }
 
+    async fn advance_current_session(
+        &self,
+        id: SessionId,
+        generation: i64,
+        expected: &TokenHash,
+        new: &TokenHash,
+        now: i64,
+        idle_expires_at: i64,
+    ) -> Result<Option<SessionRecord>> {
+        if generation < 2 {
+            return Ok(None);
+        }
+        // One UPDATE: a racer blocks on the row lock, then READ COMMITTED re-evaluates the
+        // WHERE against the winner's row, finds another generation and returns nothing.
+        let q = sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions s SET previous_hash = s.current_hash, current_hash = $3, generation = s.generation + 1, \
+             rotated_at = $4, last_used_at = $4, idle_expires_at = LEAST($5, s.absolute_expires_at) \
+             WHERE s.id = $1 AND s.generation = $6 AND s.current_hash = $2 AND s.revoked_at IS NULL \
+               AND s.idle_expires_at > $4 AND s.absolute_expires_at > $4 \
+             RETURNING {SESSION_COLUMNS}"
+        ));
+        sqlx::query_as::<_, SessionRow>(q)
+            .bind(id.0)
+            .bind(&expected[..])
+            .bind(&new[..])
+            .bind(now)
+            .bind(idle_expires_at)
+            .bind(generation)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .map(SessionRecord::try_from)
+            .transpose()
+    }
+
     async fn revoke_session(
         &self,
         id: SessionId,
