@@ -179,10 +179,10 @@ async fn refresh_session_token(
     // The per-session limit gates every rotation, the one-statement one too; its answer is
     // then reused by the full rule, so one attempt is charged once.
     let mut charged = Some(state.limiter().check_refresh(&token.sid.to_string()).await);
-    if matches!(charged, Some(Ok(()))) {
-        if let Some(tokens) = rotate_current(state, &token, &hash).await? {
-            return Ok(tokens);
-        }
+    if matches!(charged, Some(Ok(())))
+        && let Some(tokens) = rotate_current(state, &token, &hash).await?
+    {
+        return Ok(tokens);
     }
     // A lost compare-and-swap means another request rotated first; look again (the token
     // is then the previous one and the grace rule answers). Bounded: each retry follows a
