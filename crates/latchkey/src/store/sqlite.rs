@@ -43,48 +43,6 @@ pub struct SqliteStore {
     /// connection whose query future was dropped mid-way (a client that hung up), and
     /// without this anchor the whole database would vanish with it.
     _memory_anchor: Option<std::sync::Mutex<sqlx::SqliteConnection>>,
-    /// For a file: the task that checkpoints the WAL, ended with the store.
-    _checkpoints: Option<AbortOnDrop>,
-}
-
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// How often a file database's WAL is copied back into the database, off the request path.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-
-/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] on a reader connection. The writer does
-/// not (`wal_autocheckpoint = 0`): SQLite's automatic checkpoint runs inside the commit that
-/// crosses 1,000 WAL pages, so one request in every few hundred writes paid for copying 4 MB
-/// and an fsync while every write queued behind it — at 1,000 rotations/s, the refresh
-/// latency's p90 of ~22 ms against a median of ~2 ms (issue 14). A passive checkpoint waits
-/// for no reader or writer; if the process stops, SQLite checkpoints when the last
-/// connection closes, or the next start's task does.
-fn spawn_checkpoints(readers: SqlitePool) -> AbortOnDrop {
-    AbortOnDrop(
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&readers)
-                    .await
-                {
-                    if readers.is_closed() {
-                        break;
-                    }
-                    tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
-                }
-            }
-        })
-        .abort_handle(),
-    )
 }
 
 #[derive(sqlx::FromRow)]
@@ -304,19 +262,14 @@ impl SqliteStore {
             SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(5))
-                .connect_with(
-                    opts.pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-                        .pragma("wal_autocheckpoint", "0"),
-                )
+                .connect_with(opts.pragma("cache_size", format!("-{WRITER_CACHE_KIB}")))
                 .await
                 .map_err(classify)?
         };
-        let checkpoints = (!memory).then(|| spawn_checkpoints(pool.clone()));
         Ok(Self {
             pool,
             writer,
             _memory_anchor: memory_anchor,
-            _checkpoints: checkpoints,
         })
     }
 }
