@@ -643,26 +643,10 @@ impl Store for SqliteStore {
         const ADVANCE: &str = "UPDATE sessions SET previous_hash = current_hash, current_hash = $1, generation = generation + 1, \
              rotated_at = $2, last_used_at = $2, idle_expires_at = $3 \
              WHERE id = $4 AND generation = $5 AND current_hash = $6 AND revoked_at IS NULL";
-        if generation > 1 {
-            // The common case: the displaced token is a session token, remembered by nothing
-            // (its generation says how old it is). One statement, atomic on its own — no
-            // BEGIN/COMMIT round trips to the connection's thread (issue 14: a rotation went
-            // from four statements to one).
-            let r = sqlx::query(ADVANCE)
-                .bind(&new[..])
-                .bind(now)
-                .bind(idle_expires_at)
-                .bind(id.0.to_string())
-                .bind(generation)
-                .bind(&expected[..])
-                .execute(&self.writer)
-                .await
-                .map_err(classify)?;
-            return Ok(r.rows_affected() == 1);
-        }
-        // The first two rotations of a session may displace a legacy token, which only its
-        // hash in `retired_tokens` can recognise later. IMMEDIATE takes the write lock up
-        // front: no read-to-write upgrade, no deadlock.
+        // The common rotation is `advance_current_session` (one statement); this is the full
+        // rule's path, where the first two rotations of a session may displace a legacy
+        // token that only its hash in `retired_tokens` recognises later. IMMEDIATE takes the
+        // write lock up front: no read-to-write upgrade, no deadlock.
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
