@@ -76,8 +76,10 @@ const CATCH_UP_FRAMES: i64 = 64;
 /// the file again (open loop 1,500/s: p99 106 ms against 28 ms). It still bounds the file
 /// after a WAL that grew past it (a long reader held a restart off).
 const WAL_SIZE_LIMIT: i64 = 320 << 20;
+/// After a restart found a reader still on the old WAL, the next try waits this long.
+const RESTART_RETRY: Duration = Duration::from_secs(10);
 /// How long the writer's WAL restart waits for readers still on the old WAL before it gives
-/// up until the next tick; every write waits behind it meanwhile, so it is kept short.
+/// up (for [`RESTART_RETRY`]); every write waits behind it meanwhile, so it is kept short.
 const RESTART_WAIT_MS: u64 = 50;
 // The statements that set them are literals (sqlx takes only static SQL).
 const _: () = assert!(RESTART_WAIT_MS == 50 && BUSY_TIMEOUT.as_millis() == 5000);
@@ -93,10 +95,11 @@ const _: () = assert!(RESTART_WAIT_MS == 50 && BUSY_TIMEOUT.as_millis() == 5000)
 /// 2. once the WAL holds [`RESTART_WAL_FRAMES`] (or [`RESTART_SOON_FRAMES`] a minute after
 ///    the last restart), more passive rounds copy what came in meanwhile, then the writer
 ///    connection itself runs `wal_checkpoint(RESTART)`, queued like any write: it copies
-///    the few frames left, fsyncs, and waits (at most [`RESTART_WAIT_MS`]) for readers to leave the WAL,
-///    so that the next write starts the WAL from its beginning again. Step 1 alone never
-///    gets there under steady writes — the writer is always ahead of it — and the WAL grew
-///    without bound (787 MB in four minutes of the soak).
+///    the few frames left, fsyncs, and waits (at most [`RESTART_WAIT_MS`]) for readers
+///    to leave the WAL, so that the next write starts the WAL from its beginning again.
+///    Step 1 alone never gets there under steady writes — the writer is always ahead of
+///    it — and the WAL grew without bound (787 MB in four minutes of the soak). A reader
+///    that stays (a backup) puts the next try off by [`RESTART_RETRY`].
 ///
 /// If the task is late or the process stops, nothing is lost: the WAL is the database's
 /// journal, and SQLite checkpoints it when the last connection closes or at the next open.
@@ -106,6 +109,7 @@ fn spawn_checkpoints(readers: SqlitePool, writer: SqlitePool, restart_frames: i6
             let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut restarted = tokio::time::Instant::now();
+            let mut retry_at = restarted;
             loop {
                 tick.tick().await;
                 let restart_at = if restarted.elapsed() >= RESTART_AFTER {
@@ -113,9 +117,17 @@ fn spawn_checkpoints(readers: SqlitePool, writer: SqlitePool, restart_frames: i6
                 } else {
                     restart_frames
                 };
+                let restart_at = if tokio::time::Instant::now() < retry_at {
+                    i64::MAX
+                } else {
+                    restart_at
+                };
                 match checkpoint(&readers, &writer, restart_at).await {
-                    Ok(true) => restarted = tokio::time::Instant::now(),
-                    Ok(false) => {}
+                    Ok(Restart::Done) => restarted = tokio::time::Instant::now(),
+                    Ok(Restart::NotDue) => {}
+                    // A long reader (a backup's `VACUUM INTO`) is on the WAL: the writer
+                    // waited RESTART_WAIT_MS for nothing; not again for a while.
+                    Ok(Restart::Busy) => retry_at = tokio::time::Instant::now() + RESTART_RETRY,
                     Err(e) => {
                         if readers.is_closed() || writer.is_closed() {
                             break;
@@ -129,9 +141,16 @@ fn spawn_checkpoints(readers: SqlitePool, writer: SqlitePool, restart_frames: i6
     )
 }
 
-/// One round of [`spawn_checkpoints`], restarting the WAL if it has `restart_at` frames;
-/// true when it did.
-async fn checkpoint(readers: &SqlitePool, writer: &SqlitePool, restart_at: i64) -> Result<bool> {
+/// What a round of [`spawn_checkpoints`] did about restarting the WAL.
+enum Restart {
+    NotDue,
+    Done,
+    /// A reader stayed on the old WAL for [`RESTART_WAIT_MS`].
+    Busy,
+}
+
+/// One round of [`spawn_checkpoints`], restarting the WAL if it has `restart_at` frames.
+async fn checkpoint(readers: &SqlitePool, writer: &SqlitePool, restart_at: i64) -> Result<Restart> {
     let started = std::time::Instant::now();
     // The WAL's length in frames when the round started (it copies up to there).
     let passive = || async {
@@ -145,7 +164,7 @@ async fn checkpoint(readers: &SqlitePool, writer: &SqlitePool, restart_at: i64) 
     let mut frames = passive().await?;
     if frames < restart_at {
         tracing::debug!(frames, passive = ?started.elapsed(), "WAL checkpoint");
-        return Ok(false);
+        return Ok(Restart::NotDue);
     }
     // The writer went on while that copied; copy what it wrote meanwhile (shorter rounds,
     // each copying what came during the last one), so that the restart below, which every
@@ -179,8 +198,11 @@ async fn checkpoint(readers: &SqlitePool, writer: &SqlitePool, restart_at: i64) 
     }
     let (busy, _, _) = restarted.map_err(classify)?;
     tracing::debug!(frames, ?passive, restart = ?held.elapsed(), busy, "WAL checkpoint and restart");
-    // busy: a reader stayed on the old WAL; the next round tries again.
-    Ok(busy == 0)
+    Ok(if busy == 0 {
+        Restart::Done
+    } else {
+        Restart::Busy
+    })
 }
 
 #[derive(sqlx::FromRow)]
