@@ -680,6 +680,7 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
     let app = latchkey::http::app(state.clone(), pages::routes());
     tracing::info!(addr = %listener.local_addr()?, "listening");
     latchkey::serve(listener, app, state.serve_options(), shutdown_signal()).await?;
+    state.store().close().await;
     tracing::info!("stopped");
     Ok(())
 }

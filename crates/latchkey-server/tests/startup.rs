@@ -594,3 +594,33 @@ fn finding_5_secrets_rotate_reseals_and_only_the_new_key_starts() {
     stop(child);
     assert!(lines.iter().any(|l| l.contains("listening")), "{lines:?}");
 }
+
+/// Issue 14: a server stopped with SIGTERM closes its database. SQLite's last connection
+/// copies the WAL back and removes it (latchkey keeps up to 256 MiB of WAL while running),
+/// so the next start reads no WAL and the database file alone holds every write.
+#[test]
+fn sigterm_closes_the_sqlite_database_and_leaves_no_wal() {
+    let dir = tempdir();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut child, _) = serve(&dir, &[("LISTEN_ADDR", &addr)]);
+    let res = reqwest::blocking::Client::new()
+        .post(format!("http://{addr}/api/v1/auth/signup"))
+        .json(&serde_json::json!({"email": "wal@example.com", "password": "correct horse"}))
+        .send()
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let wal = dir.join("latchkey.db-wal");
+    assert!(wal.exists(), "a running server has its WAL");
+    // SAFETY: kill(2) on the child this test started and has not waited for yet.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+    assert!(!wal.exists(), "the WAL was copied back and removed");
+    // The write is in the database file itself.
+    let (code, out, err) = run(&dir, &["users", "list"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wal@example.com"), "{out}");
+}

@@ -136,6 +136,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "minted {count} sessions in {:.1} s",
                 t.elapsed().as_secs_f64()
             );
+            // Leaves the database as a stopped server does (on SQLite, no WAL).
+            state.store().close().await;
         }
         _ => {
             eprintln!(

@@ -543,6 +543,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn close(&self) {
+        // The checkpoint task stops at its next round (its pools are closed).
+        self.pool.close().await;
+        self.writer.close().await;
+    }
+
     async fn create_user(&self, u: NewUser) -> Result<UserRecord> {
         insert_user(&self.writer, &u).await?;
         Ok(u.into())
