@@ -384,10 +384,12 @@ def report(res):
                f"{res['total_s']} s. Raw data: `bench/scale-results.json`.\n\n" + text + "\n\n" + SCALE_NOTES + f"\n{SCALE_END}\n")
     path = os.path.join(ROOT, "bench/RESULTS.md")
     old = open(path).read() if os.path.exists(path) else "# Benchmark results\n"
-    if SCALE_START in old:
-        old = old[:old.index(SCALE_START)] + old[old.index(SCALE_END) + len(SCALE_END) + 1:]
+    if SCALE_START in old:  # replaced where it stands (what follows it stays after it)
+        new = old[:old.index(SCALE_START)] + section + old[old.index(SCALE_END) + len(SCALE_END) + 1:]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section
     with open(path, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + section)
+        f.write(new)
     log(f"wrote the Scale section of {path}")
 
 
