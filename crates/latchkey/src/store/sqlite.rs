@@ -58,7 +58,7 @@ impl Drop for AbortOnDrop {
 /// How often a file database's WAL is copied back into the database, off the request path.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// WAL length, in frames (pages), from which the checkpoint task restarts the WAL. A
-/// restart holds the writer for two fsyncs (about 15 ms measured here; 3–60 ms), so it
+/// restart holds the writer for two fsyncs (about 15 ms measured here; 0.1–67 ms), so it
 /// should be rare under load: 65,536 frames are 256 MiB at SQLite's 4 KiB pages, about 7 s
 /// of refreshes at 1,500/s (which write 5–8 pages each). Restarting at 4,096 frames (once
 /// a second at that rate) put the open-loop refresh p99 at 81–125 ms instead of 28 ms.
@@ -67,9 +67,6 @@ const RESTART_WAL_FRAMES: i64 = 65_536;
 /// last restart is [`RESTART_AFTER`] ago, so it stays small when nothing is in a hurry.
 const RESTART_SOON_FRAMES: i64 = 1_024;
 const RESTART_AFTER: Duration = Duration::from_secs(60);
-/// Before a restart, passive rounds go on until fewer than this many frames came in
-/// during the last one (at most three more rounds), so the restart has little to copy.
-const CATCH_UP_FRAMES: i64 = 64;
 /// `journal_size_limit`: a restarted WAL file larger than this is cut back to it. Above
 /// what [`RESTART_WAL_FRAMES`] lets the WAL reach, so a restart under load reuses the file
 /// in place: cutting 270 MB back to 16 MiB at every restart made the next commits allocate
@@ -93,9 +90,8 @@ const _: () = assert!(RESTART_WAIT_MS == 50 && BUSY_TIMEOUT.as_millis() == 5000)
 /// 1. a reader connection runs a passive checkpoint: it copies the WAL back and fsyncs the
 ///    database while the writer goes on writing (it takes no lock a writer needs);
 /// 2. once the WAL holds [`RESTART_WAL_FRAMES`] (or [`RESTART_SOON_FRAMES`] a minute after
-///    the last restart), more passive rounds copy what came in meanwhile, then the writer
-///    connection itself runs `wal_checkpoint(RESTART)`, queued like any write: it copies
-///    the few frames left, fsyncs, and waits (at most [`RESTART_WAIT_MS`]) for readers
+///    the last restart), the writer connection itself runs `wal_checkpoint(RESTART)`,
+///    queued like any write: it copies what came in during step 1, fsyncs, and waits (at most [`RESTART_WAIT_MS`]) for readers
 ///    to leave the WAL, so that the next write starts the WAL from its beginning again.
 ///    Step 1 alone never gets there under steady writes — the writer is always ahead of
 ///    it — and the WAL grew without bound (787 MB in four minutes of the soak). A reader
@@ -112,15 +108,12 @@ fn spawn_checkpoints(readers: SqlitePool, writer: SqlitePool, restart_frames: i6
             let mut retry_at = restarted;
             loop {
                 tick.tick().await;
-                let restart_at = if restarted.elapsed() >= RESTART_AFTER {
+                let restart_at = if tokio::time::Instant::now() < retry_at {
+                    i64::MAX
+                } else if restarted.elapsed() >= RESTART_AFTER {
                     RESTART_SOON_FRAMES.min(restart_frames)
                 } else {
                     restart_frames
-                };
-                let restart_at = if tokio::time::Instant::now() < retry_at {
-                    i64::MAX
-                } else {
-                    restart_at
                 };
                 match checkpoint(&readers, &writer, restart_at).await {
                     Ok(Restart::Done) => restarted = tokio::time::Instant::now(),
@@ -153,28 +146,14 @@ enum Restart {
 async fn checkpoint(readers: &SqlitePool, writer: &SqlitePool, restart_at: i64) -> Result<Restart> {
     let started = std::time::Instant::now();
     // The WAL's length in frames when the round started (it copies up to there).
-    let passive = || async {
-        // (busy, frames in the WAL, frames copied back)
-        let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-            .fetch_one(readers)
-            .await
-            .map_err(classify)?;
-        Ok::<_, StoreError>(frames)
-    };
-    let mut frames = passive().await?;
+    // (busy, frames in the WAL, frames copied back)
+    let (_, frames, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(readers)
+        .await
+        .map_err(classify)?;
     if frames < restart_at {
         tracing::debug!(frames, passive = ?started.elapsed(), "WAL checkpoint");
         return Ok(Restart::NotDue);
-    }
-    // The writer went on while that copied; copy what it wrote meanwhile (shorter rounds,
-    // each copying what came during the last one), so that the restart below, which every
-    // write waits for, has almost nothing left to copy and flush.
-    for _ in 0..3 {
-        let before = frames;
-        frames = passive().await?;
-        if frames - before <= CATCH_UP_FRAMES {
-            break;
-        }
     }
     let passive = started.elapsed();
     let mut conn = writer.acquire().await.map_err(classify)?;
