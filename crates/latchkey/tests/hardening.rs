@@ -225,9 +225,18 @@ async fn finding_6_access_tokens_never_outlive_their_session() {
             <= bound
     );
 
-    // Once the session has ended, the token is refused, leeway included.
-    let wait = (session_end - now_secs()).max(0) as u64;
-    tokio::time::sleep(Duration::from_secs(wait)).await;
+    // Once the session has ended, the token is refused, leeway included. The session's own
+    // end, not `session_end`: a signup that took over a second (a loaded CI machine) started
+    // the session later than `started` + 1 s, and the token was still rightly valid.
+    let ends_ms = app
+        .state
+        .store()
+        .live_sessions(None, latchkey::clock::now_ms())
+        .await
+        .unwrap()[0]
+        .absolute_expires_at;
+    let wait_ms = (ends_ms + 1000 - latchkey::clock::now_ms()).max(0) as u64;
+    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
     let res = app.get("/api/v1/me", &jar).await;
     assert_problem(res, 401, "token_expired").await;
 }
