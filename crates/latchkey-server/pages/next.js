@@ -66,24 +66,35 @@ function plainPathOk(s, origin) {
  * @returns {string | null}
  */
 export function safeNext(raw, origin) {
-  if (typeof raw !== 'string' || utf8.encode(raw).length > MAX_NEXT_LEN) return null;
+  if (typeof raw !== 'string') return null;
   const base = new URL(origin);
-  if (base.origin !== origin) return null;
-  // An encoded value may be decoded again by whatever reads it next: check each decoding
-  // until decoding changes nothing; still changing after four is refused.
+  if (base.origin !== origin || !isSafePath(raw, origin)) return null;
+  // From the serialisation, not pathname + search + hash: those drop an empty `?` or `#`.
+  const resolved = new URL(raw, origin).href.slice(origin.length);
+  // What is sent must pass the rule itself: resolving can lengthen a value past the limit
+  // (percent-encoding), and can remove `a%2Fb/..` before a decoding splits it, leaving
+  // `/%2Fevil` (one decoding from `//evil`) from `/a%2Fb/../%2Fevil`.
+  return isSafePath(resolved, origin) ? resolved : null;
+}
+
+/**
+ * The rule on one value: within the length limit, and the value and each percent-decoding of
+ * it (an encoded value may be decoded again by whatever reads it next) pass
+ * {@link plainPathOk}, until decoding changes nothing; still changing after four is refused.
+ * @param {string} raw
+ * @param {string} origin
+ */
+function isSafePath(raw, origin) {
+  if (utf8.encode(raw).length > MAX_NEXT_LEN) return false;
   let current = raw;
   for (let round = 0; round < 4; round++) {
-    if (!plainPathOk(current, origin)) return null;
+    if (!plainPathOk(current, origin)) return false;
     const decoded = percentDecode(current);
-    if (decoded === null) return null;
-    if (decoded === current) {
-      // From the serialisation, not pathname + search + hash: those drop an empty `?` or `#`.
-      const resolved = new URL(raw, origin).href.slice(origin.length);
-      return resolved.length > MAX_NEXT_LEN ? null : resolved;
-    }
+    if (decoded === null) return false;
+    if (decoded === current) return true;
     current = decoded;
   }
-  return null;
+  return false;
 }
 
 /**

@@ -33,9 +33,12 @@ fn checked_next(raw: &str) -> Option<String> {
     }
     resolve(raw)
         .map(|u| u[url::Position::BeforePath..].to_owned())
-        // What is sent must pass the rule itself (fuzzing, issue 11: `/` and 400 backticks
-        // resolved to 1,201 bytes, which a second look refused).
-        .filter(|resolved| resolved.len() <= MAX_NEXT_LEN)
+        // What is sent must pass the rule itself. Fuzzing found two ways it could not:
+        // `/` and 400 backticks resolved to 1,201 bytes (issue 11); and `/a%2Fb/../%2Fevil`,
+        // whose decoding `/a/b/..//evil` resolves to the harmless `/a//evil`, resolved to
+        // `/%2Fevil`, one decoding away from `//evil` (resolving removes `a%2Fb/..` before
+        // decoding could split it).
+        .filter(|resolved| is_safe_path(resolved))
 }
 
 fn is_safe_path(raw: &str) -> bool {
@@ -105,15 +108,20 @@ mod tests {
 
     /// Fuzzing (issue 11, `next_rule`): a value within the limit whose resolved form is not
     /// (resolving percent-encodes `` ` ``, `{`, `>`, non-ASCII…) was kept, and the kept value
-    /// then failed the rule it had passed. The input is `fuzz/regressions/next_rule/`.
+    /// then failed the rule it had passed; and `/a%2Fb/../%2Fevil` resolved to `/%2Fevil`,
+    /// which decodes to `//evil`. The inputs are in `fuzz/regressions/next_rule/`.
     #[test]
-    fn fuzz_resolved_values_over_the_limit_are_refused() {
+    fn fuzz_resolved_values_that_fail_the_rule_are_refused() {
         let input = format!("/{}", "`".repeat(400));
         assert!(input.len() <= super::MAX_NEXT_LEN);
         assert_eq!(checked_next(&input), None);
         assert_eq!(safe_next(Some(&input)), "/");
         let regression = include_str!("../../../../fuzz/regressions/next_rule/resolved-over-limit");
         assert_eq!(safe_next(Some(regression)), "/");
+        let decodes_off_site = include_str!(
+            "../../../../fuzz/regressions/next_rule/resolved-decodes-to-scheme-relative"
+        );
+        assert_eq!(safe_next(Some(decodes_off_site)), "/");
         let fits = format!("/{}", "`".repeat(341));
         assert_eq!(checked_next(&fits).map(|s| s.len()), Some(1 + 341 * 3));
     }
