@@ -4,7 +4,7 @@
 # Not part of the test command or CI. Usage: bash bench/run.sh [seconds-per-run]
 # Scale (issue 14): bash bench/run.sh --scale [seconds-per-run] seeds 10k/100k/1M-user
 # databases (SQLite and PostgreSQL; kept in target/scale and reused), runs bench/scale.py and
-# writes bench/SCALE.md and bench/scale-results.json.
+# rewrites the Scale section of bench/RESULTS.md and bench/scale-results.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v wrk >/dev/null 2>&1; then
