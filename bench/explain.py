@@ -12,6 +12,7 @@ import subprocess
 U = "00000000-0000-4000-8000-000000003039"  # seeded user 12345
 S = "00000000-0001-4000-8000-000000003039"  # a seeded live session
 H = "00" * 32  # a token hash
+NEW = "ffffffff-ffff-4fff-8fff-ffffffffffff"  # a session id nobody has
 
 # (where it runs, SQLite statement, PostgreSQL statement)
 HOT = [
@@ -35,7 +36,10 @@ HOT = [
      "SELECT * FROM users WHERE email = 'scale-12345@bench.example'"),
     ("login, signup: a new session (only for an enabled user)",
      f"INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, auth_time, amr) SELECT 'x', '{U}', x'{H}', 1, 1, 1, 1, 1, 'pwd' WHERE EXISTS (SELECT 1 FROM users WHERE id = '{U}' AND disabled_at IS NULL)",
-     None),
+     # One statement with the login's event (PostgresStore::insert_session).
+     f"WITH s AS (INSERT INTO sessions (id, user_id, current_hash, created_at, last_used_at, idle_expires_at, absolute_expires_at, user_agent, ip, auth_time, amr) "
+     f"SELECT '{NEW}', '{U}', '\\x{H}', 1, 1, 1, 1, 'ua', '127.0.0.1', 1, 'pwd' WHERE EXISTS (SELECT 1 FROM users WHERE id = '{U}' AND disabled_at IS NULL) RETURNING id) "
+     f"INSERT INTO events (at, kind, user_id, session_id, ip, user_agent, detail) SELECT 1, 'login_succeeded', '{U}', '{NEW}', '127.0.0.1', 'ua', '{{}}' FROM s"),
     ("logout: revoke one session",
      f"UPDATE sessions SET revoked_at = 1, revoked_reason = 'user' WHERE id = '{S}' AND revoked_at IS NULL",
      f"UPDATE sessions SET revoked_at = 1, revoked_reason = 'user' WHERE id = '{S}' AND revoked_at IS NULL"),
