@@ -507,10 +507,12 @@ impl Store for PostgresStore {
         hash: &TokenHash,
     ) -> Result<Option<(SessionRecord, TokenMatch)>> {
         // One statement, one snapshot: a rotation moves a hash from current to previous to
-        // retired atomically, so the hash is found in exactly one place.
+        // retired atomically, so the hash is found in exactly one place. A legacy hash is a
+        // previous hash only up to generation 1, which is all the partial index holds
+        // (migration 0010).
         let q = sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS}, CASE WHEN s.current_hash = $1 THEN 0 ELSE 1 END AS which \
-               FROM sessions s WHERE s.current_hash = $1 OR s.previous_hash = $1 \
+               FROM sessions s WHERE s.current_hash = $1 OR (s.previous_hash = $1 AND s.generation <= 1) \
              UNION ALL \
              SELECT {SESSION_COLUMNS}, 2 AS which FROM retired_tokens r JOIN sessions s ON s.id = r.session_id WHERE r.hash = $1 \
              ORDER BY which LIMIT 1"

@@ -750,10 +750,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<(SessionRecord, TokenMatch)>> {
         // Two indexed lookups, whatever the planner's statistics say (issue 14: after an
         // ANALYZE of sessions whose previous hashes were mostly NULL, `current_hash = ?1 OR
-        // previous_hash = ?1` became a scan of the whole table).
+        // previous_hash = ?1` became a scan of the whole table). A legacy hash is a previous
+        // hash only up to generation 1, which is all the partial index holds (migration 0010).
         let q = sqlx::AssertSqlSafe(format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE current_hash = ?1 \
-             UNION ALL SELECT {SESSION_COLUMNS} FROM sessions WHERE previous_hash = ?1 LIMIT 1"
+             UNION ALL SELECT {SESSION_COLUMNS} FROM sessions WHERE previous_hash = ?1 AND generation <= 1 LIMIT 1"
         ));
         let row = sqlx::query_as::<_, SessionRow>(q)
             .bind(&hash[..])
