@@ -69,32 +69,55 @@ export function safeNext(raw, origin) {
   if (typeof raw !== 'string') return null;
   const base = new URL(origin);
   if (base.origin !== origin || !isSafePath(raw, origin)) return null;
-  // From the serialisation, not pathname + search + hash: those drop an empty `?` or `#`.
-  const resolved = new URL(raw, origin).href.slice(origin.length);
-  // What is sent must pass the rule itself: resolving can lengthen a value past the limit
-  // (percent-encoding), and can remove `a%2Fb/..` before a decoding splits it, leaving
-  // `/%2Fevil` (one decoding from `//evil`) from `/a%2Fb/../%2Fevil`.
-  return isSafePath(resolved, origin) ? resolved : null;
+  // The resolved form is one of the forms isSafePath checked; only its length is new
+  // (resolving percent-encodes: `/` and 400 backticks become 1,201 bytes).
+  const resolved = resolvedForm(raw, origin);
+  return utf8.encode(resolved).length > MAX_NEXT_LEN ? null : resolved;
 }
 
 /**
- * The rule on one value: within the length limit, and the value and each percent-decoding of
- * it (an encoded value may be decoded again by whatever reads it next) pass
- * {@link plainPathOk}, until decoding changes nothing; still changing after four is refused.
+ * `path?query#fragment` of `s` once resolved against `origin`, from the serialisation (not
+ * pathname + search + hash: those drop an empty `?` or `#`).
+ * @param {string} s
+ * @param {string} origin
+ */
+function resolvedForm(s, origin) {
+  return new URL(s, origin).href.slice(origin.length);
+}
+
+/** Decodings that may still change the value: a fourth that does is refused. */
+const MAX_DECODINGS = 3;
+
+/**
+ * The rule on every form of `raw` whatever reads it next may produce: the value, its
+ * percent-decodings and its resolved form, and so on, in any order (a decoding may be
+ * resolved and decoded again): each passes {@link plainPathOk}. `/a%2Fb/../%2Fevil` resolves
+ * to `/%2Fevil`, one decoding from `//evil`; `/a%252Fb/%252E%252E/%252Fevil` needs decode,
+ * resolve, decode.
  * @param {string} raw
  * @param {string} origin
  */
 function isSafePath(raw, origin) {
   if (utf8.encode(raw).length > MAX_NEXT_LEN) return false;
-  let current = raw;
-  for (let round = 0; round < 4; round++) {
-    if (!plainPathOk(current, origin)) return false;
-    const decoded = percentDecode(current);
+  /** @type {Array<[string, number]>} form, decodings that changed it so far */
+  const todo = [[raw, 0]];
+  const seen = new Set();
+  while (todo.length > 0) {
+    const [form, decodings] = /** @type {[string, number]} */ (todo.pop());
+    if (seen.has(form)) continue;
+    if (seen.size >= 64 || !plainPathOk(form, origin)) return false;
+    const decoded = percentDecode(form);
     if (decoded === null) return false;
-    if (decoded === current) return true;
-    current = decoded;
+    if (decoded !== form) {
+      // Still changing after several decodings: nobody legitimate sends that.
+      if (decodings === MAX_DECODINGS) return false;
+      todo.push([decoded, decodings + 1]);
+    }
+    const resolved = resolvedForm(form, origin);
+    if (resolved !== form) todo.push([resolved, decodings]);
+    seen.add(form);
   }
-  return false;
+  return true;
 }
 
 /**
