@@ -3,8 +3,9 @@
 //! Only a same-origin path is honoured: it starts with a single `/` (not `//`, not `/\`),
 //! has no scheme, no backslash and no control character — checked on the value as given
 //! and on every form decoding and resolving make of it, in any order (dot segments must not
-//! turn it into `//host`, before or after a decoding). Anything else becomes `/`. The login page applies the same rule
-//! (`latchkey-server/pages/next.js`); both are tested against one table, `next_cases.json`.
+//! turn it into `//host`, before or after a decoding). Anything else becomes `/`. The login
+//! page applies the same rule (`latchkey-server/pages/next.js`); both are tested against one
+//! table, `next_cases.json`.
 
 use percent_encoding::percent_decode_str;
 
